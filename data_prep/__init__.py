@@ -1,0 +1,1 @@
+"""mambaseq.data_prep."""

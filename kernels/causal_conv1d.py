@@ -1,0 +1,137 @@
+"""Causal depthwise conv1d (Mamba's short convolution) and its single-step decoding update.
+
+Public ops, each with a pure-PyTorch reference beside it (mamba-ssm / causal-conv1d conventions):
+
+* ``causal_conv1d(x, weight, bias=None, activation=None)``: x (batch, dim, L), weight (dim, width),
+  width 2..4; out[b, c, t] = act(bias[c] + sum_k weight[c, k] * x[b, c, t - (width - 1) + k]),
+  with x = 0 before t = 0. Differentiable w.r.t. x, weight and bias.
+* ``causal_conv1d_update(x, conv_state, weight, bias=None, activation=None)``: x (batch, dim) is the
+  next token; conv_state (batch, dim, width) holds the last ``width`` inputs and is rolled IN PLACE
+  (shift left, append x); returns out (batch, dim) = act(bias + sum_k weight[:, k] * conv_state[:, :, k]).
+
+Feeding a sequence through ``causal_conv1d_update`` one token at a time, starting from a zero state,
+reproduces ``causal_conv1d`` (tests check it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .backend import resolve_backend
+
+_ACTIVATIONS = (None, "silu", "swish")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _validate(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | None, x_dims: int) -> None:
+    what = "(batch, dim, L)" if x_dims == 3 else "(batch, dim)"
+    _check(isinstance(x, Tensor) and x.dim() == x_dims, f"x must be {what}; got {getattr(x, 'shape', x)}")
+    _check(x.is_floating_point(), f"x must be a floating tensor; got {x.dtype}")
+    _check(
+        isinstance(weight, Tensor) and weight.dim() == 2 and weight.shape[0] == x.shape[1],
+        f"weight must be (dim={x.shape[1]}, width); got {tuple(getattr(weight, 'shape', ()))}",
+    )
+    _check(2 <= weight.shape[1] <= 4, f"weight: width must be in 2..4; got {weight.shape[1]}")
+    if bias is not None:
+        _check(tuple(bias.shape) == (x.shape[1],), f"bias must be (dim={x.shape[1]},); got {tuple(bias.shape)}")
+    _check(activation in _ACTIVATIONS, f"activation must be one of {_ACTIVATIONS}; got {activation!r}")
+
+
+def causal_conv1d_ref(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None
+) -> Tensor:
+    """Reference causal depthwise conv1d in fp32 (fp64 for fp64 x), autograd; out in x's dtype.
+
+    x: (batch, dim, L);  weight: (dim, width);  bias: (dim,) or None;  activation: None | "silu" | "swish".
+    Returns (batch, dim, L).
+    """
+    ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+    L, width = x.shape[-1], weight.shape[1]
+    out = F.conv1d(
+        x.to(ct), weight.to(ct).unsqueeze(1), None if bias is None else bias.to(ct),
+        padding=width - 1, groups=x.shape[1],
+    )[..., :L]
+    if activation is not None:
+        out = F.silu(out)
+    return out.to(x.dtype)
+
+
+def causal_conv1d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    activation: str | None = None,
+    *,
+    backend: str = "auto",
+) -> Tensor:
+    """Causal depthwise conv1d, optional SiLU.
+
+    Args:
+        x: (batch, dim, L) fp32/bf16/fp16.  weight: (dim, width), width 2..4.  bias: (dim,) or None.
+        activation: None, "silu" or "swish" (the same).  backend: "auto" | "triton" | "reference".
+    Returns:
+        (batch, dim, L) in x's dtype.
+
+    Example:
+        >>> x = torch.randn(2, 8, 16); w = torch.randn(8, 4)
+        >>> causal_conv1d(x, w, activation="silu").shape
+        torch.Size([2, 8, 16])
+    """
+    _validate(x, weight, bias, activation, 3)
+    if resolve_backend("causal_conv1d", backend, x) == "triton":
+        from .causal_conv1d_triton import causal_conv1d_triton
+
+        return causal_conv1d_triton(x, weight, bias, activation is not None)
+    return causal_conv1d_ref(x, weight, bias, activation)
+
+
+def causal_conv1d_update_ref(
+    x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None
+) -> Tensor:
+    """Reference single step: rolls conv_state (batch, dim, width) in place, returns (batch, dim)."""
+    conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
+    conv_state[:, :, -1] = x.to(conv_state.dtype)
+    ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out = (conv_state.to(ct) * weight.to(ct)).sum(-1)
+    if bias is not None:
+        out = out + bias.to(ct)
+    if activation is not None:
+        out = F.silu(out)
+    return out.to(x.dtype)
+
+
+def causal_conv1d_update(
+    x: Tensor,
+    conv_state: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    activation: str | None = None,
+    *,
+    backend: str = "auto",
+) -> Tensor:
+    """One decoding step of the causal conv.
+
+    Args:
+        x: (batch, dim) the new input.  conv_state: (batch, dim, width), updated IN PLACE (shift left,
+        append x).  weight: (dim, width).  bias: (dim,) or None.  activation: None | "silu" | "swish".
+    Returns:
+        (batch, dim) in x's dtype.
+    """
+    _validate(x, weight, bias, activation, 2)
+    b, d = x.shape
+    width = weight.shape[1]
+    _check(
+        isinstance(conv_state, Tensor) and tuple(conv_state.shape) == (b, d, width),
+        f"conv_state must be (batch={b}, dim={d}, width={width}); got {tuple(getattr(conv_state, 'shape', ()))}",
+    )
+    if resolve_backend("causal_conv1d_update", backend, x) == "triton":
+        from .causal_conv1d_triton import causal_conv1d_update_triton
+
+        return causal_conv1d_update_triton(x, conv_state, weight, bias, activation is not None)
+    return causal_conv1d_update_ref(x, conv_state, weight, bias, activation)

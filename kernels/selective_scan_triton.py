@@ -1,0 +1,195 @@
+"""Fused Triton selective scan: autograd wrapper, block/chunk planning and kernel launches.
+
+Called by ``mambaseq.kernels.selective_scan(..., backend="triton")`` with normalised inputs; the
+kernels and the reasons for their design are in ``selective_scan_triton_kernels.py``. Nothing of size
+(batch, dim, L, N) is allocated: the forward saves only the chunk start states (batch, dim, K, N), and
+the backward re-runs the recurrence from them (plus a transient checkpoint every BT steps).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+from .backend import triton_interpret
+from .selective_scan_triton_kernels import _combine_kernel, _scan_bwd_kernel, _scan_fwd_kernel
+
+# Launch parameters; None = the heuristics in _plan. The benchmark's --sweep overrides them to tune.
+TUNE: dict[str, int | None] = {
+    "bt": 8,  # time steps unrolled per inner block (and backward checkpoint spacing)
+    "min_chunk": 1024,  # shortest time chunk worth an extra local pass on the GPU
+    "waves": 8,  # programs per SM the chunking aims for
+    "tile_f": 512, "tile_b": 256,  # BD*BN elements per program, forward / backward
+    "bd_f": None, "bd_b": None, "wf": None, "wb": None,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def _plan(b: int, d: int, L: int, dpg: int, N: int, device: torch.device, chunk_len: int | None):
+    """Block sizes and time chunking: (BN, BD_fwd, BD_bwd, BT, Lc, K, warps_fwd, warps_bwd)."""
+    BN = _next_pow2(N)
+    pow2_div = dpg & -dpg  # a program's channels must lie in one group of B/C
+    interp = device.type != "cuda" or triton_interpret()
+    if interp:  # the interpreter runs each op on whole blocks: few, wide programs are fastest
+        bd_f = bd_b = min(pow2_div, 64)
+    else:
+        bd_f = min(pow2_div, TUNE["bd_f"] or max(1, TUNE["tile_f"] // BN))
+        bd_b = min(pow2_div, TUNE["bd_b"] or max(1, TUNE["tile_b"] // BN))
+    BT = TUNE["bt"]
+    if chunk_len is None:
+        if interp:
+            chunk_len = L
+        else:
+            target = TUNE["waves"] * _num_sms(device.index or 0)  # programs needed to fill the GPU
+            K = min(-(-target // (b * (d // bd_f))), max(1, L // TUNE["min_chunk"]))
+            chunk_len = -(-L // max(1, K))
+    Lc = -(-max(1, chunk_len) // BT) * BT
+    K = -(-L // Lc)
+    wf = TUNE["wf"] or max(1, min(8, bd_f * BN // 128))
+    wb = TUNE["wb"] or max(1, min(8, bd_b * BN // 128))
+    return BN, bd_f, bd_b, BT, Lc, K, wf, wb
+
+
+def _real(x: Tensor | None) -> Tensor | None:
+    """Complex tensors travel to the kernels as (..., 2) float32 views."""
+    if x is None:
+        return None
+    return torch.view_as_real(x.to(torch.complex64).contiguous()) if x.is_complex() else x.contiguous()
+
+
+class _SelectiveScanTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, h0, softplus, chunk_len):
+        b, d, L = u.shape
+        N = A.shape[1]
+        G = B.shape[1]
+        cplx = A.is_complex()
+        dev = u.device
+        BN, bd_f, bd_b, BT, Lc, K, wf, wb = _plan(b, d, L, d // G, N, dev, chunk_len)
+        u_, dl_, z_ = u.contiguous(), delta.contiguous(), None if z is None else z.contiguous()
+        A_ = _real(A) if cplx else A.float().contiguous()
+        B_, C_ = _real(B), _real(C)
+        D_ = None if D is None else D.float().contiguous()
+        bias_ = None if delta_bias is None else delta_bias.float().contiguous()
+        sshape = (b, d, N, 2) if cplx else (b, d, N)
+        h0_ = _real(h0.to(torch.complex64) if cplx else h0.float()) if h0 is not None else \
+            torch.zeros(sshape, device=dev, dtype=torch.float32)
+        out = torch.empty_like(u_)
+        last = torch.empty(sshape, device=dev, dtype=torch.float32)
+        flags = dict(HAS_Z=z is not None, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
+                     SOFTPLUS=bool(softplus), CPLX=cplx, BN=BN, BT=BT)
+        dummy = out  # stands in for absent optional pointers (never dereferenced)
+        kshape = (b, d, K, N, 2) if cplx else (b, d, K, N)
+        if K > 1:
+            hend = torch.empty(kshape, device=dev, dtype=torch.float32)
+            dsum = torch.empty((b, d, K), device=dev, dtype=torch.float32)
+            _scan_fwd_kernel[(b * (d // bd_f), K)](
+                u_, dl_, dummy, B_, C_, A_, dummy, bias_ if bias_ is not None else dummy,
+                dummy, dummy, hend, dsum, dummy, d, L, N, G, d // G, K, Lc,
+                LOCAL=True, BD=bd_f, num_warps=wf, **flags)
+            hstart = torch.empty(kshape, device=dev, dtype=torch.float32)
+            cb = min(64, _next_pow2(b * d))
+            _combine_kernel[(-(-(b * d) // cb),)](
+                hend, dsum, A_, h0_, hstart, b * d, d, N, K, REVERSE=False, CPLX=cplx, BD=cb, BN=BN)
+        else:
+            hstart, dsum = h0_, None
+        _scan_fwd_kernel[(b * (d // bd_f), K)](
+            u_, dl_, z_ if z_ is not None else dummy, B_, C_, A_, D_ if D_ is not None else dummy,
+            bias_ if bias_ is not None else dummy, hstart, out, dummy, dummy, last,
+            d, L, N, G, d // G, K, Lc, LOCAL=False, BD=bd_f, num_warps=wf, **flags)
+        ctx.save_for_backward(u_, dl_, z_, B_, C_, A_, D_, bias_, hstart, dsum)
+        ctx.cfg = (b, d, L, N, G, cplx, BN, bd_b, BT, Lc, K, wb, flags)
+        ctx.dtypes = (B.dtype, C.dtype, A.dtype, h0 is not None and h0.dtype)
+        return out, (torch.view_as_complex(last) if cplx else last)
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u_, dl_, z_, B_, C_, A_, D_, bias_, hstart, dsum = ctx.saved_tensors
+        b, d, L, N, G, cplx, BN, BD, BT, Lc, K, wb, flags = ctx.cfg
+        dev = u_.device
+        f32 = dict(device=dev, dtype=torch.float32)
+        sshape = (b, d, N, 2) if cplx else (b, d, N)
+        kshape = (b, d, K, N, 2) if cplx else (b, d, K, N)
+        dout = torch.zeros_like(u_) if dout is None else dout.contiguous()
+        dlast_ = torch.zeros(sshape, **f32) if dlast is None else _real(dlast.to(torch.complex64) if cplx else dlast.float())
+        dummy = dout
+        grid = (b * (d // BD), K)
+        args_in = (u_, dl_, z_ if z_ is not None else dummy, B_, C_, A_,
+                   D_ if D_ is not None else dummy, bias_ if bias_ is not None else dummy, dout)
+        if K > 1:
+            oflow = torch.empty(kshape, **f32)
+            _scan_bwd_kernel[grid](
+                *args_in, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy,
+                dummy, oflow, dummy, d, L, N, G, d // G, K, Lc, 1,
+                LOCAL=True, BD=BD, num_warps=wb, **flags)
+            gcarry = torch.empty(kshape, **f32)
+            cb = min(64, _next_pow2(b * d))
+            _combine_kernel[(-(-(b * d) // cb),)](
+                oflow, dsum, A_, dlast_, gcarry, b * d, d, N, K, REVERSE=True, CPLX=cplx, BD=cb, BN=BN)
+        else:
+            gcarry = dlast_
+        nsub = -(-L // BT)
+        cw = (2,) if cplx else ()
+        scratch = torch.empty((b, d, nsub, N) + cw, **f32)
+        du = torch.empty_like(u_)
+        ddelta = torch.empty_like(dl_)
+        dz = torch.empty_like(z_) if z_ is not None else None
+        nblk = d // BD
+        dBp = torch.empty((b, nblk, N, L) + cw, **f32)
+        dCp = torch.empty((b, nblk, N, L) + cw, **f32)
+        dAp = torch.empty((b, K, d, N) + cw, **f32)
+        dDp = torch.empty((b, K, d), **f32) if D_ is not None else None
+        dbp = torch.empty((b, K, d), **f32) if bias_ is not None else None
+        dh0 = torch.empty(sshape, **f32)
+        _scan_bwd_kernel[grid](
+            *args_in, hstart, gcarry, scratch, du, ddelta, dz if dz is not None else dummy, dBp, dCp, dAp,
+            dDp if dDp is not None else dummy, dbp if dbp is not None else dummy, dummy, dh0,
+            d, L, N, G, d // G, K, Lc, nsub, LOCAL=False, BD=BD, num_warps=wb, **flags)
+        bdt, cdt, adt, h0dt = ctx.dtypes
+
+        def _fold(p: Tensor, dt: torch.dtype) -> Tensor:  # (b, nblk, N, L) partials -> (b, G, N, L)
+            s = p.view((b, G, nblk // G, N, L) + cw).sum(2)
+            return torch.view_as_complex(s.contiguous()) if cplx else s.to(dt)
+
+        dB, dC = _fold(dBp, bdt), _fold(dCp, cdt)
+        dA = dAp.sum((0, 1))
+        dA = torch.view_as_complex(dA.contiguous()) if cplx else dA
+        dD = dDp.sum((0, 1)) if dDp is not None else None
+        dbias = dbp.sum((0, 1)) if dbp is not None else None
+        dh = (torch.view_as_complex(dh0) if cplx else dh0) if h0dt else None
+        return du, ddelta, dA, dB, dC, dD, dz, dbias, dh, None, None
+
+
+def selective_scan_triton(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    initial_state: Tensor | None,
+    *,
+    chunk_len: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Fused selective scan on normalised inputs (see ``selective_scan`` for the public API).
+
+    u, delta, z: (b, d, L) fp32/bf16/fp16;  A: (d, N) float32 or complex64;  B, C: (b, g, N, L), complex64
+    for complex A;  D, delta_bias: (d,) or None;  initial_state: (b, d, N) or None.
+    ``chunk_len`` forces the time-chunk length (tests use it to exercise the multi-chunk path).
+    Returns out (b, d, L) in u's dtype and last state (b, d, N) float32 / complex64. Differentiable.
+    """
+    return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
+                                      delta_softplus, chunk_len)

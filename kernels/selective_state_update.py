@@ -1,0 +1,133 @@
+"""Single-step selective SSM update for recurrent decoding (mamba-ssm ``selective_state_update``).
+
+One token through the selective scan's recurrence, updating the state IN PLACE:
+
+    dt  = softplus(dt + dt_bias)            (bias / softplus optional)
+    h   = exp(dt * A) * h + (dt * x) * B    per (batch, channel, state)
+    y   = scale * Re(sum_n C_n h_n) + D * x,  scale = 2 for complex A (mamba-ssm convention), else 1
+    out = y * silu(z)                       (if z is given)
+
+Feeding a sequence one token at a time reproduces ``selective_scan``'s outputs and last state.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .backend import resolve_backend
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _bc_groups(name: str, X: Tensor, b: int, d: int, n: int, cplx: bool) -> Tensor:
+    """B/C -> (batch, groups, N), complex when A is complex."""
+    _check(isinstance(X, Tensor) and X.dim() in (2, 3), f"{name} must be (batch, N) or (batch, groups, N)")
+    if X.dim() == 2:
+        X = X.unsqueeze(1)
+    _check(X.shape[0] == b and X.shape[2] == n, f"{name} must be (batch={b}, [groups,] N={n}); got {tuple(X.shape)}")
+    _check(d % X.shape[1] == 0, f"{name}: groups={X.shape[1]} must divide dim={d}")
+    _check(X.is_complex() == cplx, f"{name} must be {'complex' if cplx else 'real'} because A is")
+    return X
+
+
+def _validate(state, x, dt, A, B, C, D, z, dt_bias):
+    _check(isinstance(state, Tensor) and state.dim() == 3, "state must be (batch, dim, N)")
+    b, d, n = state.shape
+    cplx = A.is_complex()
+    _check(
+        state.dtype in ((torch.complex64, torch.complex128) if cplx else (torch.float32, torch.float64)),
+        f"state must be {'complex64' if cplx else 'float32'} (updated in place); got {state.dtype}",
+    )
+    _check(tuple(x.shape) == (b, d), f"x must be (batch={b}, dim={d}); got {tuple(x.shape)}")
+    _check(tuple(dt.shape) == (b, d), f"dt must be (batch={b}, dim={d}); got {tuple(dt.shape)}")
+    _check(tuple(A.shape) == (d, n), f"A must be (dim={d}, N={n}); got {tuple(A.shape)}")
+    B = _bc_groups("B", B, b, d, n, cplx)
+    C = _bc_groups("C", C, b, d, n, cplx)
+    _check(B.shape[1] == C.shape[1], "B and C must have the same number of groups")
+    if D is not None:
+        _check(tuple(D.shape) == (d,), f"D must be (dim={d},); got {tuple(D.shape)}")
+    if dt_bias is not None:
+        _check(tuple(dt_bias.shape) == (d,), f"dt_bias must be (dim={d},); got {tuple(dt_bias.shape)}")
+    if z is not None:
+        _check(tuple(z.shape) == (b, d), f"z must be (batch={b}, dim={d}); got {tuple(z.shape)}")
+    return B, C
+
+
+def selective_state_update_ref(
+    state: Tensor,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    dt_bias: Tensor | None = None,
+    dt_softplus: bool = False,
+) -> Tensor:
+    """Pure-PyTorch step (fp32 math, fp64 for fp64 state). Same arguments as ``selective_state_update``."""
+    b, d, n = state.shape
+    B, C = _bc_groups("B", B, b, d, n, A.is_complex()), _bc_groups("C", C, b, d, n, A.is_complex())
+    ft = torch.float64 if state.dtype in (torch.float64, torch.complex128) else torch.float32
+    g = B.shape[1]
+    dtf = dt.to(ft)
+    if dt_bias is not None:
+        dtf = dtf + dt_bias.to(ft)
+    if dt_softplus:
+        dtf = F.softplus(dtf)
+    xf = x.to(ft)
+    Bc = B.to(state.dtype).repeat_interleave(d // g, dim=1)  # (b d N)
+    Cc = C.to(state.dtype).repeat_interleave(d // g, dim=1)
+    dA = torch.exp(dtf[..., None] * A.to(state.dtype))
+    state.copy_(dA * state + (dtf * xf)[..., None] * Bc)
+    y = (state * Cc).sum(-1)
+    y = 2 * y.real if y.is_complex() else y
+    if D is not None:
+        y = y + D.to(ft) * xf
+    if z is not None:
+        y = y * F.silu(z.to(ft))
+    return y.to(x.dtype)
+
+
+def selective_state_update(
+    state: Tensor,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    dt_bias: Tensor | None = None,
+    dt_softplus: bool = False,
+    *,
+    backend: str = "auto",
+) -> Tensor:
+    """One recurrent step of the selective SSM; ``state`` is updated in place.
+
+    Args:
+        state: (batch, dim, N) float32, or complex64 for complex A.
+        x, dt: (batch, dim) fp32/bf16/fp16.   A: (dim, N) float32 or complex64.
+        B, C: (batch, N) or (batch, groups, N); complex when A is complex.
+        D, dt_bias: (dim,) or None.   z: (batch, dim) or None.   dt_softplus: softplus(dt + dt_bias).
+        backend: "auto" | "triton" | "reference".
+    Returns:
+        out (batch, dim) in x's dtype.
+
+    Example:
+        >>> h = torch.zeros(2, 8, 4); A = -torch.rand(8, 4)
+        >>> selective_state_update(h, torch.randn(2, 8), torch.rand(2, 8), A,
+        ...                        torch.randn(2, 4), torch.randn(2, 4)).shape
+        torch.Size([2, 8])
+    """
+    B, C = _validate(state, x, dt, A, B, C, D, z, dt_bias)
+    if resolve_backend("selective_state_update", backend, x) == "triton":
+        from .selective_state_update_triton import selective_state_update_triton
+
+        return selective_state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+    return selective_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)

@@ -1,0 +1,75 @@
+"""Log-mel spectrograms (pure torch: torch.stft + an HTK mel filterbank) and mel-spectrogram PNGs."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .io import SAMPLE_RATE
+
+
+def mel_filterbank(n_mels: int = 64, n_fft: int = 400, sample_rate: int = SAMPLE_RATE,
+                   f_min: float = 20.0, f_max: float | None = None) -> Tensor:
+    """Triangular HTK-mel filters (n_mels, n_fft // 2 + 1), each peaking at 1."""
+    f_max = f_max or sample_rate / 2
+    mel = lambda f: 2595.0 * math.log10(1.0 + f / 700.0)  # noqa: E731
+    pts = torch.linspace(mel(f_min), mel(f_max), n_mels + 2)
+    hz = 700.0 * (10 ** (pts / 2595.0) - 1.0)  # (n_mels + 2,) band edges
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    lo, mid, hi = hz[:-2, None], hz[1:-1, None], hz[2:, None]
+    up = (freqs - lo) / (mid - lo)
+    down = (hi - freqs) / (hi - mid)
+    return torch.clamp(torch.minimum(up, down), min=0.0)
+
+
+class LogMel(torch.nn.Module):
+    """Waveform (b, T) float in [-1, 1] -> log-mel (b, n_mels, frames); 25 ms windows, 10 ms hop at 16 kHz."""
+
+    def __init__(self, n_mels: int = 64, n_fft: int = 400, hop: int = 160, sample_rate: int = SAMPLE_RATE) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("fb", mel_filterbank(n_mels, n_fft, sample_rate), persistent=False)
+
+    def forward(self, wav: Tensor) -> Tensor:
+        spec = torch.stft(wav.float(), self.n_fft, self.hop, window=self.window, return_complex=True)
+        power = spec.real.square() + spec.imag.square()  # (b, n_fft/2+1, frames)
+        return torch.log(self.fb @ power + 1e-6)
+
+
+def save_mel_grid(path: str | os.PathLike, rows: dict[str, np.ndarray], titles: dict[str, list[str]] | None = None,
+                  sample_rate: int = SAMPLE_RATE, max_cols: int = 8) -> Path:
+    """One PNG with a row of mel spectrograms per named set (e.g. {"generated": (n, T), "real": (n, T)})."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logmel = LogMel(sample_rate=sample_rate)
+    ncol = min(max_cols, max(len(v) for v in rows.values()))
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.0 * ncol, 2.0 * len(rows)), squeeze=False)
+    for r, (name, wavs) in enumerate(rows.items()):
+        mels = logmel(torch.as_tensor(np.asarray(wavs[:ncol], dtype=np.float32))).numpy()
+        for c in range(ncol):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(mels):
+                ax.imshow(mels[c], origin="lower", aspect="auto", vmin=-12, vmax=max(2.0, float(mels.max())))
+                if titles and name in titles:
+                    ax.set_title(titles[name][c], fontsize=7)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, p)
+    return p

@@ -1,0 +1,199 @@
+"""SC09 generation metrics on our data: a spoken-digit classifier and IS, modified IS, AM score, FID.
+
+Protocol (as in WaveGAN / SaShiMi / the Mamba paper, with our own classifier since theirs is not ours to
+ship): a CNN on log-mel spectrograms is trained on the training split; its softmax gives p(y|x) and its
+penultimate layer gives the features for FID against the test split. Real held-out clips scored the same
+way are the ceiling.
+
+    IS  = exp E_x KL(p(y|x) || p(y))                     higher is better, at most n_classes
+    mIS = exp E_{x,x'} KL(p(y|x) || p(y|x'))             higher is better (within-class diversity too)
+    AM  = KL(p_train(y) || p(y)) + E_x H(p(y|x))         lower is better, 0 at best
+    FID = |mu_g - mu_r|^2 + tr(S_g + S_r - 2 (S_g S_r)^1/2) on classifier features, lower is better
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from scipy import linalg
+from safetensors.torch import load_model, save_model
+from torch import Tensor
+from tqdm import tqdm
+
+from .features import LogMel
+
+EPS = 1e-12
+
+
+# ----------------------------------------------------------------------------- scores
+
+def _check_probs(probs: np.ndarray, name: str = "probs") -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] < 1:
+        raise ValueError(f"{name} must be (n_samples, n_classes), got shape {p.shape}")
+    if (p < -1e-9).any() or not np.allclose(p.sum(1), 1.0, atol=1e-4):
+        raise ValueError(f"{name} rows must be probability distributions (non-negative, summing to 1)")
+    return np.clip(p, 0.0, 1.0)
+
+
+def _kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """KL(p_i || q_i) per row; 0 log 0 = 0."""
+    return np.sum(np.where(p > 0, p * (np.log(p + EPS) - np.log(q + EPS)), 0.0), axis=-1)
+
+
+def inception_score(probs: np.ndarray) -> float:
+    """probs (n, C) classifier softmax on samples -> IS = exp E KL(p(y|x) || p(y))."""
+    p = _check_probs(probs)
+    return float(np.exp(_kl_rows(p, p.mean(0, keepdims=True)).mean()))
+
+
+def modified_inception_score(probs: np.ndarray) -> float:
+    """mIS = exp E_{x, x'} KL(p(y|x) || p(y|x')) over all ordered pairs (Gurumurthy et al. 2017)."""
+    p = _check_probs(probs)
+    logp = np.log(p + EPS)
+    ent = np.sum(np.where(p > 0, p * logp, 0.0), 1)  # (n,) sum p log p
+    cross = np.where(p > 0, p, 0.0) @ logp.T  # (n, n): sum_y p_i(y) log p_j(y)
+    return float(np.exp((ent[:, None] - cross).mean()))
+
+
+def am_score(probs: np.ndarray, train_class_prior: np.ndarray) -> float:
+    """AM = KL(p_train(y) || p(y)) + E_x H(p(y|x)) (Zhou et al. 2018); 0 for confident, class-balanced samples."""
+    p = _check_probs(probs)
+    prior = _check_probs(np.asarray(train_class_prior, dtype=np.float64)[None], "train_class_prior")
+    entropy = -np.sum(np.where(p > 0, p * np.log(p + EPS), 0.0), 1).mean()
+    return float(_kl_rows(prior, p.mean(0, keepdims=True))[0] + entropy)
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """FID between two feature sets (n_a, F), (n_b, F) via Gaussian fits."""
+    a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"features must be (n>=2, F) with equal F, got {a.shape} and {b.shape}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(s_a @ s_b, disp=False)
+    if not np.isfinite(covmean).all():  # near-singular product: regularise as in the FID reference code
+        off = np.eye(len(s_a)) * 1e-6
+        covmean = linalg.sqrtm((s_a + off) @ (s_b + off))
+    covmean = covmean.real
+    return float(max(0.0, np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean)))
+
+
+# ----------------------------------------------------------------------------- classifier
+
+class DigitClassifier(nn.Module):
+    """Log-mel CNN: waveform (b, 16000) -> logits (b, n_classes); `features` gives the (b, width) embedding."""
+
+    def __init__(self, n_classes: int = 10, width: int = 128, n_mels: int = 64) -> None:
+        super().__init__()
+        self.config = {"n_classes": n_classes, "width": width, "n_mels": n_mels}
+        self.logmel = LogMel(n_mels=n_mels)
+        chans = [1, 32, 64, width]
+        layers: list[nn.Module] = []
+        for cin, cout in zip(chans[:-1], chans[1:]):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                       nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                       nn.MaxPool2d(2)]
+        self.conv = nn.Sequential(*layers)
+        self.drop = nn.Dropout(0.3)
+        self.head = nn.Linear(width, n_classes)
+
+    def features(self, wav: Tensor) -> Tensor:
+        m = self.logmel(wav)  # (b, n_mels, frames)
+        m = (m - m.mean(dim=(1, 2), keepdim=True)) / (m.std(dim=(1, 2), keepdim=True) + 1e-5)  # loudness-free
+        return self.conv(m[:, None]).amax(dim=(2, 3))  # global max-pool: position-free (b, width)
+
+    def forward(self, wav: Tensor) -> Tensor:
+        return self.head(self.drop(self.features(wav)))
+
+    def save(self, directory: str | os.PathLike, **meta) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+        os.close(fd)
+        save_model(self, tmp)
+        os.replace(tmp, d / "classifier.safetensors")
+        (d / ".classifier.json.tmp").write_text(json.dumps({**meta, **self.config}, indent=1))
+        os.replace(d / ".classifier.json.tmp", d / "classifier.json")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "DigitClassifier":
+        d = Path(directory)
+        cfg = json.loads((d / "classifier.json").read_text())
+        m = cls(cfg["n_classes"], cfg["width"], cfg["n_mels"])
+        load_model(m, str(d / "classifier.safetensors"))
+        return m.eval()
+
+
+def _augment(x: Tensor, g: torch.Generator) -> Tensor:
+    """Random circular shift, gain and a little noise, so the classifier keys on the word, not the clip."""
+    b, T = x.shape
+    shifts = torch.randint(-T // 4, T // 4 + 1, (b,), generator=g)
+    idx = (torch.arange(T)[None] - shifts[:, None]) % T
+    x = x.gather(1, idx)
+    gain = torch.exp(torch.empty(b, 1).uniform_(-1.0, 0.5, generator=g))
+    noise = torch.randn(b, T, generator=g) * torch.empty(b, 1).uniform_(0, 0.01, generator=g)
+    return x * gain + noise
+
+
+def train_classifier(x_train: Tensor, y_train: Tensor, x_valid: Tensor | None = None, y_valid: Tensor | None = None,
+                     epochs: int = 12, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
+                     progress: bool = True) -> DigitClassifier:
+    """Train on waveforms (n, T) float / labels (n,) int; returns the model in eval mode."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = DigitClassifier(int(y_train.max()) + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    steps = epochs * ((len(x_train) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
+    bar = tqdm(total=steps, desc="digit classifier", disable=not progress, mininterval=1.0)
+    for ep in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x_train), generator=g)
+        for i in range(0, len(perm), batch_size):
+            j = perm[i : i + batch_size]
+            loss = F.cross_entropy(model(_augment(x_train[j], g)), y_train[j], label_smoothing=0.05)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(epoch=ep, loss=f"{loss.item():.3f}")
+        if x_valid is not None and progress:
+            bar.set_postfix(epoch=ep, valid_acc=f"{accuracy(model, x_valid, y_valid):.3f}")
+    bar.close()
+    return model.eval()
+
+
+@torch.no_grad()
+def classify(model: DigitClassifier, wav: Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Waveforms (n, T) -> (probs (n, C), features (n, width)) as float64 numpy."""
+    model.eval()
+    probs, feats = [], []
+    for i in range(0, len(wav), batch_size):
+        f = model.features(wav[i : i + batch_size].float())
+        probs.append(model.head(f).softmax(-1))
+        feats.append(f)
+    return torch.cat(probs).double().numpy(), torch.cat(feats).double().numpy()
+
+
+def accuracy(model: DigitClassifier, wav: Tensor, labels: Tensor) -> float:
+    probs, _ = classify(model, wav)
+    return float((probs.argmax(1) == labels.numpy()).mean())
+
+
+def sample_metrics(model: DigitClassifier, samples: Tensor, reference: Tensor, train_prior: np.ndarray) -> dict:
+    """All four scores for `samples` (n, T), FID against `reference` (m, T) (the real test split)."""
+    p, f = classify(model, samples)
+    _, f_ref = classify(model, reference)
+    return {"n": int(len(samples)), "IS": inception_score(p), "mIS": modified_inception_score(p),
+            "AM": am_score(p, train_prior), "FID": frechet_distance(f, f_ref),
+            "predicted_digit_counts": np.bincount(p.argmax(1), minlength=p.shape[1]).tolist()}

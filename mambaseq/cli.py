@@ -1,0 +1,84 @@
+"""Command line: ``mambaseq <command> ...`` (same as ``python -m mambaseq``).
+
+Each pipeline lives in its own module exposing ``add_parser(subparsers)`` and ``run(args) -> int``; this
+file only wires them, importing a module when its command runs so ``mambaseq --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+# command -> module with add_parser/run
+PIPELINES = {
+    "apes": "mambaseq.pipelines.apes",
+}
+
+BENCHES = {
+    "cpu": "bench_cpu.py",
+    "scan": "bench_scan.py",
+    "windows": "bench_windows.py",
+}
+
+
+def _bench_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "bench"
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    script = _bench_dir() / BENCHES[args.which]
+    if not script.is_file():
+        print(f"error: {script} not found; benchmarks run from a source checkout (git clone + pip install -e .)",
+              file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(script.parent))
+    mod = importlib.import_module(script.stem)
+    return int(mod.main(args.rest) or 0)
+
+
+def _info(args: argparse.Namespace) -> int:
+    import torch
+
+    import mambaseq
+    from mambaseq.kernels.backend import triton_available
+
+    print(f"mambaseq {mambaseq.__version__}  torch {torch.__version__}  cuda {torch.cuda.is_available()}  "
+          f"triton {'yes' if triton_available() else 'no'}  threads {torch.get_num_threads()}")
+    try:
+        import torchaudio  # noqa: F401
+
+        print("torchaudio: available")
+    except Exception as e:  # registry builds fail to import on CPU-only machines
+        print(f"torchaudio: not usable here ({type(e).__name__}); audio I/O uses soundfile")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mambaseq", description="Mamba selective SSMs for genomics and audio")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log kernel backend choices and more")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="versions and available backends")
+    p.set_defaults(func=_info)
+    p = sub.add_parser("bench", help="run a benchmark script (prints a table, writes bench/results/*.json)")
+    p.add_argument("which", choices=sorted(BENCHES))
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark")
+    p.set_defaults(func=_run_bench)
+    for name, module in PIPELINES.items():
+        mod = importlib.import_module(module)
+        mod.add_parser(sub)
+        sub.choices[name].set_defaults(func=mod.run)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

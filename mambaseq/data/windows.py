@@ -1,0 +1,227 @@
+"""Window datasets over a token store: random or tiled windows inside split intervals.
+
+A split is a list of half-open intervals ``(seq, start, end)``; windows are taken strictly inside one
+interval, so they never cross a sequence end, and disjoint intervals give train/test windows that share
+no base. Random windows are a pure function of ``(seed, step)``, which makes resuming exact and lets
+any number of data-parallel ranks draw disjoint streams.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from .store import TokenStore
+
+SPLITS = ("train", "val", "test")
+
+
+class Interval(NamedTuple):
+    """Half-open interval [start, end) of sequence ``seq`` (a store name), tagged with its split."""
+
+    seq: str
+    start: int
+    end: int
+    split: str = ""
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+# --- BED ------------------------------------------------------------------------------------------
+def read_bed(path: str | Path) -> list[Interval]:
+    """BED (chrom, start, end[, name]) -> intervals; the name column (if any) is the split."""
+    out = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            cols = line.rstrip("\n").split("\t")
+            try:
+                start, end = int(cols[1]), int(cols[2])
+            except (IndexError, ValueError):
+                raise ValueError(f"{path}:{lineno}: expected 'chrom<TAB>start<TAB>end[<TAB>split]', got {line!r}")
+            if not 0 <= start < end:
+                raise ValueError(f"{path}:{lineno}: need 0 <= start < end, got {start}, {end}")
+            out.append(Interval(cols[0], start, end, cols[3] if len(cols) > 3 else ""))
+    return out
+
+
+def write_bed(intervals: Sequence[Interval], path: str | Path) -> None:
+    """Write intervals as BED (split in the name column), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        for iv in intervals:
+            f.write(f"{iv.seq}\t{iv.start}\t{iv.end}\t{iv.split}\n")
+    os.replace(tmp, path)
+
+
+def split_intervals(
+    store: TokenStore,
+    by: str = "region",
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    region_size: int = 1 << 20,
+    seed: int = 0,
+) -> dict[str, list[Interval]]:
+    """Disjoint train/val/test intervals.
+
+    by="store": the split recorded per sequence at prep time (``split`` field, e.g. MAF regions).
+    by="sequence": whole sequences are assigned to splits (seeded shuffle, ~``fractions`` of bases).
+    by="region": every sequence is cut into ``region_size`` blocks, blocks assigned at random.
+    """
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    out: dict[str, list[Interval]] = {s: [] for s in SPLITS}
+    if by == "store":
+        for r in store.records:
+            if r.get("split") not in SPLITS:
+                raise ValueError(f"{store.path}: sequence {r['name']!r} has no split recorded; use by='region'")
+            out[r["split"]].append(Interval(r["name"], 0, r["length"], r["split"]))
+        return out
+    rng = np.random.default_rng(seed)
+    edges = np.cumsum(fractions)[:-1]
+    if by == "sequence":
+        order = rng.permutation(len(store))
+        cum = np.cumsum(store.lengths[order]) / store.lengths.sum()
+        for i, c in zip(order, cum - store.lengths[order] / store.lengths.sum() / 2):  # split by midpoint
+            s = SPLITS[int(np.searchsorted(edges, c, side="right"))]
+            out[s].append(Interval(store.names[i], 0, int(store.lengths[i]), s))
+        return out
+    if by == "region":
+        for name, length in zip(store.names, store.lengths.tolist()):
+            starts = np.arange(0, length, region_size)
+            which = np.searchsorted(edges, rng.random(len(starts)), side="right")
+            for st, w in zip(starts.tolist(), which.tolist()):
+                out[SPLITS[w]].append(Interval(name, st, min(st + region_size, length), SPLITS[w]))
+        return out
+    raise ValueError(f"by must be 'store', 'sequence' or 'region', got {by!r}")
+
+
+# --- datasets --------------------------------------------------------------------------------------
+class _WindowSource:
+    def __init__(self, store: TokenStore, intervals: Sequence[Interval], length: int):
+        if length < 1:
+            raise ValueError(f"window length must be >= 1, got {length}")
+        if not intervals:
+            raise ValueError(f"{store.path}: no intervals given for the window dataset")
+        self.store, self.length = store, int(length)
+        self.intervals = [Interval(iv.seq, int(iv.start), int(iv.end), iv.split) for iv in intervals]
+        for iv in self.intervals:
+            i = store.resolve(iv.seq)
+            if not 0 <= iv.start < iv.end <= store.lengths[i]:
+                raise ValueError(f"interval {iv} outside sequence {iv.seq!r} of length {store.lengths[i]}")
+        self.seq_idx = np.array([store.resolve(iv.seq) for iv in self.intervals], dtype=np.int64)
+        labels = store.label_ids()
+        self.interval_label = labels[self.seq_idx]
+        longest = max(iv.length for iv in self.intervals)
+        if self.length > longest:
+            raise ValueError(
+                f"{store.path}: window length {self.length:,} is longer than every sequence/interval "
+                f"(longest {longest:,}); use a shorter window"
+            )
+
+    def _load(self, picks: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """[(interval index, start offset)] -> (b, length) int64 tokens, O(b * length)."""
+        out = np.empty((len(picks), self.length), dtype=np.uint8)
+        for row, (k, off) in enumerate(picks):
+            iv = self.intervals[k]
+            s = iv.start + off
+            out[row] = self.store.get(int(self.seq_idx[k]))[s : s + self.length]
+        return torch.from_numpy(out).long()
+
+
+class RandomWindows(_WindowSource):
+    """Random windows of ``length`` inside the intervals; batch ``step`` is a pure function of (seed, step).
+
+    Intervals are chosen in proportion to their number of valid start positions (uniform over all
+    valid windows); with ``balance_labels`` a class is drawn uniformly first (then the same inside it).
+    """
+
+    def __init__(self, store: TokenStore, intervals: Sequence[Interval], length: int, seed: int = 0,
+                 balance_labels: bool = False, rank: int = 0, world_size: int = 1):
+        super().__init__(store, intervals, length)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        lengths = np.array([iv.length for iv in self.intervals], dtype=np.int64)
+        self.n_starts = np.maximum(lengths - self.length + 1, 0)
+        self.balance_labels = balance_labels
+        self.classes = np.unique(self.interval_label[self.n_starts > 0])
+        if balance_labels and (self.classes < 0).any():
+            raise ValueError(f"{store.path}: balance_labels needs a label on every sequence")
+
+    def picks(self, step: int, batch_size: int) -> list[tuple[int, int]]:
+        """The (interval, offset) pairs of batch ``step`` for this rank."""
+        rng = np.random.default_rng([self.seed, step, self.rank, self.world_size])
+        out = []
+        for _ in range(batch_size):
+            w = self.n_starts.astype(np.float64)
+            if self.balance_labels:
+                w = w * (self.interval_label == rng.choice(self.classes))
+            k = int(rng.choice(len(w), p=w / w.sum()))
+            out.append((k, int(rng.integers(self.n_starts[k]))))
+        return out
+
+    def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> tokens (batch_size, length) int64, labels (batch_size,) int64 (-1 if unlabelled)."""
+        picks = self.picks(step, batch_size)
+        labels = torch.from_numpy(self.interval_label[[k for k, _ in picks]].copy())
+        return self._load(picks), labels
+
+    def with_length(self, length: int) -> "RandomWindows":
+        """Same intervals and seed, another window length (sequence-length warmup)."""
+        return RandomWindows(self.store, self.intervals, length, self.seed, self.balance_labels,
+                             self.rank, self.world_size)
+
+
+class TiledWindows(_WindowSource):
+    """All windows at ``stride`` (default: non-overlapping) inside each interval, in order.
+
+    ``max_per_label`` keeps a seeded, evenly-spread subset per class (fast, balanced evaluation).
+    """
+
+    def __init__(self, store: TokenStore, intervals: Sequence[Interval], length: int,
+                 stride: int | None = None, max_per_label: int | None = None, seed: int = 0):
+        super().__init__(store, intervals, length)
+        stride = stride or self.length
+        picks = [(k, off) for k, iv in enumerate(self.intervals)
+                 for off in range(0, iv.length - self.length + 1, stride)]
+        if max_per_label is not None:
+            rng = np.random.default_rng(seed)
+            by_label: dict[int, list[tuple[int, int]]] = {}
+            for p in picks:
+                by_label.setdefault(int(self.interval_label[p[0]]), []).append(p)
+            picks = []
+            for lab in sorted(by_label):
+                group = by_label[lab]
+                if len(group) > max_per_label:
+                    keep = np.sort(rng.choice(len(group), max_per_label, replace=False))
+                    group = [group[i] for i in keep]
+                picks.extend(group)
+        self._picks = picks
+
+    def __len__(self) -> int:
+        return len(self._picks)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        k, off = self._picks[i]
+        return self._load([(k, off)])[0], int(self.interval_label[k])
+
+    def coords(self, i: int) -> Interval:
+        """Where window i lies: (seq, start, end, split)."""
+        k, off = self._picks[i]
+        iv = self.intervals[k]
+        return Interval(iv.seq, iv.start + off, iv.start + off + self.length, iv.split)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Consecutive batches: tokens (b, length) int64, labels (b,) int64."""
+        for s in range(0, len(self._picks), batch_size):
+            picks = self._picks[s : s + batch_size]
+            labels = torch.from_numpy(self.interval_label[[k for k, _ in picks]].copy())
+            yield self._load(picks), labels

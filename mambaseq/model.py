@@ -1,0 +1,213 @@
+"""Mamba models: residual block, backbone, LM head (tied embeddings), sequence classifier, checkpoints.
+
+Checkpoints describe themselves: ``save_pretrained(dir)`` writes ``config.json`` (the ``MambaConfig`` plus
+``architecture``) and ``model.safetensors``; ``from_pretrained(dir)`` rebuilds the same model bit-exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_model, save_model
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from mambaseq.config import MambaConfig
+from mambaseq.modules.mamba import Mamba, MambaCache
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def _norm(cfg: MambaConfig, d: int) -> nn.Module:
+    return nn.RMSNorm(d, eps=cfg.norm_eps) if cfg.norm == "rms" else nn.LayerNorm(d, eps=cfg.norm_eps)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-norm residual block: x + Mamba(norm(x)); (batch, L, d_model) -> same."""
+
+    def __init__(self, cfg: MambaConfig, layer_idx: int | None = None, d_model: int | None = None) -> None:
+        super().__init__()
+        d = d_model or cfg.d_model
+        self.norm = _norm(cfg, d)
+        self.mixer = Mamba(
+            d,
+            d_state=cfg.d_state,
+            d_conv=cfg.d_conv,
+            expand=cfg.expand,
+            dt_rank=cfg.dt_rank if d_model is None else "auto",
+            dt_min=cfg.dt_min,
+            dt_max=cfg.dt_max,
+            dt_init_floor=cfg.dt_init_floor,
+            conv_bias=cfg.conv_bias,
+            bias=cfg.bias,
+            layer_idx=layer_idx,
+            complex=cfg.complex,
+            backend=cfg.backend,
+        )
+
+    def forward(self, x: Tensor, cache: MambaCache | None = None) -> Tensor:
+        return x + self.mixer(self.norm(x), cache=cache)
+
+    def step(self, x: Tensor, cache: MambaCache) -> Tensor:
+        """x (batch, d_model) -> (batch, d_model)."""
+        return x + self.mixer.step(self.norm(x), cache)
+
+    def allocate_cache(self, batch_size: int, device=None, dtype=None) -> MambaCache:
+        return self.mixer.allocate_cache(batch_size, device, dtype)
+
+
+class MambaBackbone(nn.Module):
+    """Embedding -> n_layer residual Mamba blocks -> final norm: (batch, L) ids -> (batch, L, d_model)."""
+
+    def __init__(self, cfg: MambaConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(ResidualBlock(cfg, i) for i in range(cfg.n_layer))
+        self.norm_f = _norm(cfg, cfg.d_model)
+
+    def forward(self, input_ids: Tensor, cache: list[MambaCache] | None = None) -> Tensor:
+        if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
+            raise ValueError(f"input_ids must be (batch, length) integer tokens; got {input_ids.dtype} "
+                             f"{tuple(input_ids.shape)}")
+        h = self.embedding(input_ids.long())
+        for i, layer in enumerate(self.layers):
+            c = cache[i] if cache is not None else None
+            if self.cfg.checkpoint_activations and self.training and c is None and torch.is_grad_enabled():
+                h = checkpoint(layer, h, use_reentrant=False)
+            else:
+                h = layer(h, cache=c)
+        return self.norm_f(h)
+
+    def step(self, input_ids: Tensor, cache: list[MambaCache]) -> Tensor:
+        """input_ids (batch,) -> hidden (batch, d_model); updates ``cache`` in place."""
+        h = self.embedding(input_ids.long())
+        for layer, c in zip(self.layers, cache):
+            h = layer.step(h, c)
+        return self.norm_f(h)
+
+    def allocate_inference_cache(self, batch_size: int, device=None, dtype=None) -> list[MambaCache]:
+        return [layer.allocate_cache(batch_size, device, dtype) for layer in self.layers]
+
+
+def _init_weights(model: nn.Module, n_layer: int) -> None:
+    """GPT-2 style init as in the Mamba paper's LM: N(0, 0.02) embeddings, zero biases, and out_proj
+    rescaled by 1/sqrt(n_layer) so the residual stream's variance does not grow with depth."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear) and m.bias is not None and not getattr(m.bias, "_no_reinit", False):
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+        if name.endswith("out_proj"):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
+            with torch.no_grad():
+                m.weight /= math.sqrt(n_layer)
+
+
+class PretrainedMixin:
+    """save_pretrained / from_pretrained with config.json + model.safetensors, written atomically."""
+
+    cfg: MambaConfig
+
+    def save_pretrained(self, directory: str | os.PathLike, **meta: Any) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        cfg_tmp = d / f".{CONFIG_NAME}.tmp{os.getpid()}"
+        w_fd, w_tmp = tempfile.mkstemp(dir=d, prefix=".model.", suffix=".tmp")
+        os.close(w_fd)
+        try:
+            save_model(self, w_tmp)  # handles the tied embedding / head weights
+            self.cfg.save(cfg_tmp, architecture=type(self).__name__, **meta)
+            os.replace(w_tmp, d / WEIGHTS_NAME)
+            os.replace(cfg_tmp, d / CONFIG_NAME)
+        finally:
+            for p in (Path(w_tmp), cfg_tmp):
+                p.unlink(missing_ok=True)
+        return d
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu", **overrides: Any):
+        """Load a checkpoint directory. ``overrides`` change config fields (e.g. ``num_labels=5`` to start a
+        classifier from a pretrained LM: the backbone is loaded, the new head is freshly initialised)."""
+        d = Path(directory)
+        cfg, meta = MambaConfig.load(d / CONFIG_NAME)
+        for k, v in overrides.items():
+            if not hasattr(cfg, k):
+                raise ValueError(f"from_pretrained: unknown config field {k!r}")
+            setattr(cfg, k, v)
+        cfg.__post_init__()
+        model = cls(cfg)
+        wpath = d / WEIGHTS_NAME
+        if not wpath.is_file():
+            raise FileNotFoundError(f"{wpath}: missing weights file")
+        same = meta.get("architecture") == cls.__name__
+        missing, unexpected = load_model(model, str(wpath), strict=same, device=map_location)
+        if not same:  # cross-architecture (LM -> classifier): every backbone tensor must have been loaded
+            bad = [k for k in missing if k.startswith("backbone.")]
+            if bad:
+                raise ValueError(f"{wpath}: checkpoint lacks backbone weights {bad[:5]}")
+        return model
+
+
+class MambaLMHeadModel(nn.Module, PretrainedMixin):
+    """Causal LM: (batch, L) ids -> (batch, L, vocab_size) logits; head tied to the embedding."""
+
+    def __init__(self, cfg: MambaConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = MambaBackbone(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
+        _init_weights(self, cfg.n_layer)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.backbone.embedding.weight
+
+    def forward(self, input_ids: Tensor, cache: list[MambaCache] | None = None) -> Tensor:
+        return self.lm_head(self.backbone(input_ids, cache))[..., : self.cfg.vocab_size]
+
+    def step(self, input_ids: Tensor, cache: list[MambaCache]) -> Tensor:
+        """input_ids (batch,) -> logits (batch, vocab_size)."""
+        return self.lm_head(self.backbone.step(input_ids, cache))[..., : self.cfg.vocab_size]
+
+    def allocate_inference_cache(self, batch_size: int, device=None, dtype=None) -> list[MambaCache]:
+        return self.backbone.allocate_inference_cache(batch_size, device, dtype)
+
+
+class MambaForSequenceClassification(nn.Module, PretrainedMixin):
+    """(batch, L) ids -> (batch, num_labels) logits; pools the last position (causal) or the mean."""
+
+    def __init__(self, cfg: MambaConfig) -> None:
+        super().__init__()
+        if cfg.num_labels < 1:
+            raise ValueError("MambaForSequenceClassification needs cfg.num_labels >= 1")
+        self.cfg = cfg
+        self.backbone = MambaBackbone(cfg)
+        self.head = nn.Linear(cfg.d_model, cfg.num_labels)
+        _init_weights(self, cfg.n_layer)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        h = self.backbone(input_ids)  # (b, L, d)
+        pooled = h[:, -1] if self.cfg.pooling == "last" else h.mean(dim=1)
+        return self.head(pooled)
+
+
+ARCHITECTURES = {c.__name__: c for c in (MambaLMHeadModel, MambaForSequenceClassification)}
+
+
+def load_pretrained(directory: str | os.PathLike, map_location: str = "cpu", **overrides: Any) -> nn.Module:
+    """Load any mambaseq checkpoint directory as the architecture recorded in its config.json."""
+    path = Path(directory) / CONFIG_NAME
+    try:
+        arch = json.loads(path.read_text()).get("architecture")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no config.json (expected a save_pretrained directory)") from None
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"{path}: unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch].from_pretrained(directory, map_location=map_location, **overrides)

@@ -1,0 +1,190 @@
+"""The Mamba block (Gu & Dao 2023, Fig. 3): in_proj -> causal conv -> SiLU -> selective SSM -> * SiLU(z) -> out_proj.
+
+Real-valued (S4D-Real init, A_n = -(n+1)) and complex-valued (S4D-Lin init, A_n = -1/2 + i*pi*n, complex
+input-dependent B/C, output 2*Re(C h)) variants; all parameters are stored as real tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from mambaseq.kernels import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
+
+
+@dataclass
+class MambaCache:
+    """Recurrent state of one Mamba block: O(1) in sequence length.
+
+    conv_state: (batch, d_inner, d_conv) last conv inputs, oldest first;
+    ssm_state:  (batch, d_inner, d_state) fp32 (complex64 for complex SSMs).
+    """
+
+    conv_state: Tensor
+    ssm_state: Tensor
+
+
+class Mamba(nn.Module):
+    """Drop-in for mamba-ssm's ``Mamba``: maps (batch, length, d_model) -> (batch, length, d_model).
+
+    Keyword-only extras: ``complex`` (complex-valued SSM) and ``backend`` (auto | triton | reference).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init: str = "random",
+        dt_scale: float = 1.0,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        use_fast_path: bool = True,
+        layer_idx: int | None = None,
+        device=None,
+        dtype=None,
+        *,
+        complex: bool = False,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        fk = {"device": device, "dtype": dtype}
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.complex = complex
+        self.backend = backend
+        self.layer_idx = layer_idx
+        self.use_fast_path = use_fast_path  # kept for signature compatibility; the backend decides
+
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **fk)
+        self.conv1d = nn.Conv1d(
+            self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1, bias=conv_bias, **fk
+        )
+        n_bc = 4 * d_state if complex else 2 * d_state  # complex B, C carry real and imaginary parts
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + n_bc, bias=False, **fk)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **fk)
+
+        # dt_proj: weight keeps the dt variance; bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max]
+        std = self.dt_rank**-0.5 * dt_scale
+        if dt_init == "constant":
+            nn.init.constant_(self.dt_proj.weight, std)
+        elif dt_init == "random":
+            nn.init.uniform_(self.dt_proj.weight, -std, std)
+        else:
+            raise ValueError(f"dt_init must be 'random' or 'constant', got {dt_init!r}")
+        dt = torch.exp(
+            torch.rand(self.d_inner, device=device) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        ).clamp(min=dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_proj.bias._no_reinit = True
+
+        n = torch.arange(d_state, dtype=torch.float32, device=device)
+        if complex:  # S4D-Lin: A_n = -1/2 + i*pi*n
+            self.A_log = nn.Parameter(torch.full((self.d_inner, d_state), math.log(0.5), device=device))
+            self.A_imag = nn.Parameter((math.pi * n).repeat(self.d_inner, 1))
+            self.A_imag._no_weight_decay = True
+        else:  # S4D-Real: A_n = -(n + 1)
+            self.A_log = nn.Parameter(torch.log(n + 1).repeat(self.d_inner, 1))
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_inner, device=device))
+        self.D._no_weight_decay = True
+        self.dt_proj.bias._no_weight_decay = True
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **fk)
+
+    # ------------------------------------------------------------------ helpers
+    def A(self) -> Tensor:
+        """(d_inner, d_state) float32, or complex64 for complex SSMs."""
+        re = -torch.exp(self.A_log.float())
+        return torch.complex(re, self.A_imag.float()) if self.complex else re
+
+    def _ssm_inputs(self, x_dbl: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x_proj output (..., dt_rank + n_bc) -> dt (..., d_inner), B, C (..., N) real or complex."""
+        N = self.d_state
+        dt, bc = x_dbl.split([self.dt_rank, x_dbl.shape[-1] - self.dt_rank], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight)  # bias goes to the scan as delta_bias (fp32)
+        if self.complex:
+            Br, Bi, Cr, Ci = bc.float().split(N, dim=-1)
+            return dt, torch.complex(Br, Bi), torch.complex(Cr, Ci)
+        B, C = bc.split(N, dim=-1)
+        return dt, B, C
+
+    def allocate_cache(self, batch_size: int, device=None, dtype=None) -> MambaCache:
+        device = device or self.in_proj.weight.device
+        dtype = dtype or self.in_proj.weight.dtype
+        sdt = torch.complex64 if self.complex else torch.float32
+        return MambaCache(
+            conv_state=torch.zeros(batch_size, self.d_inner, self.d_conv, device=device, dtype=dtype),
+            ssm_state=torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=sdt),
+        )
+
+    # ------------------------------------------------------------------ parallel
+    def forward(self, hidden_states: Tensor, cache: MambaCache | None = None) -> Tensor:
+        """hidden_states (batch, L, d_model) -> (batch, L, d_model). With ``cache``: fills it (prefill)."""
+        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
+            raise ValueError(
+                f"Mamba expects (batch, length, d_model={self.d_model}); got {tuple(hidden_states.shape)}"
+            )
+        b, L, _ = hidden_states.shape
+        xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2*d_inner, L)
+        x, z = xz.chunk(2, dim=1)
+        if cache is not None:  # keep the last d_conv conv inputs (left-padded with zeros)
+            keep = x[:, :, -self.d_conv :]
+            cache.conv_state.zero_()
+            cache.conv_state[:, :, self.d_conv - keep.shape[2] :] = keep.to(cache.conv_state.dtype)
+        w = self.conv1d.weight.squeeze(1)  # (d_inner, d_conv)
+        x = causal_conv1d(x, w, self.conv1d.bias, activation="silu", backend=self.backend)
+        x_dbl = self.x_proj(x.transpose(1, 2))  # (b, L, dt_rank + n_bc)
+        dt, B, C = self._ssm_inputs(x_dbl)
+        y = selective_scan(
+            x,
+            dt.transpose(1, 2),
+            self.A(),
+            B.transpose(1, 2),
+            C.transpose(1, 2),
+            self.D.float(),
+            z,
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+            return_last_state=cache is not None,
+            backend=self.backend,
+        )
+        if cache is not None:
+            y, last = y
+            cache.ssm_state.copy_(last)
+        return self.out_proj(y.transpose(1, 2))
+
+    # ------------------------------------------------------------------ recurrent
+    def step(self, hidden_states: Tensor, cache: MambaCache) -> Tensor:
+        """One token: (batch, d_model) -> (batch, d_model); updates ``cache`` in place."""
+        if hidden_states.dim() != 2 or hidden_states.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba.step expects (batch, d_model={self.d_model}); got {tuple(hidden_states.shape)}")
+        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # (b, d_inner) each
+        w = self.conv1d.weight.squeeze(1)
+        x = causal_conv1d_update(x, cache.conv_state, w, self.conv1d.bias, activation="silu", backend=self.backend)
+        dt, B, C = self._ssm_inputs(self.x_proj(x))
+        y = selective_state_update(
+            cache.ssm_state,
+            x,
+            dt,
+            self.A(),
+            B,
+            C,
+            self.D.float(),
+            z,
+            dt_bias=self.dt_proj.bias.float(),
+            dt_softplus=True,
+            backend=self.backend,
+        )
+        return self.out_proj(y)

@@ -1,0 +1,222 @@
+"""SaShiMi-style multi-scale Mamba backbone (Goel et al. 2022; the Mamba paper's SC09 model, Sec. 4.4).
+
+A U-Net over time: at each scale `n_layer` residual Mamba blocks, then a pooling layer that folds `pool`
+consecutive samples into one (width x `expand_pool`); the innermost scale runs its blocks; on the way up
+each scale is unfolded back, added to the skip connection of the same scale, and refined by `n_layer`
+more blocks. With pool (4, 4) a 16 kHz second runs at 16000, 4000 and 1000 steps.
+
+Causality: the down-pool output at coarse step j sees fine inputs 4j..4j+3, so the up-pool shifts the
+coarse sequence right by one step (zeros first): fine step t = 4j+k reads coarse step j-1, which only saw
+inputs <= 4j-1 < t. The recurrent `step` mirrors this with a fold buffer (last pool-1 fine inputs) and an
+unfold buffer (the pool fine outputs of the last finished coarse step): memory is O(1) in length.
+
+    cfg = SaShiMiConfig(d_model=64, n_layer=2, pool=(4, 4), complex=True)
+    lm = SaShiMiLM(cfg)                              # (b, L) ids -> (b, L, 256) logits
+    cache = lm.allocate_inference_cache(b); lm(prefix, cache=cache); lm.step(ids (b,), cache) -> (b, 256)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_model, save_model
+from torch import Tensor
+
+from mambaseq.config import MambaConfig
+from mambaseq.model import ResidualBlock, _init_weights, _norm
+from mambaseq.modules.mamba import MambaCache
+
+
+@dataclass
+class SaShiMiConfig:
+    """Multi-scale backbone sizes. Block options (d_state, complex, ...) are those of `MambaConfig`."""
+
+    d_model: int = 64
+    n_layer: int = 2  # residual Mamba blocks per scale on each side of the U (the centre gets 2 * n_layer)
+    pool: tuple[int, ...] = (4, 4)
+    expand_pool: int = 2  # width multiplier per pooling
+    vocab_size: int = 256
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    complex: bool = True
+    norm: str = "rms"
+    backend: str = "auto"
+    tie_embeddings: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pool = tuple(int(p) for p in self.pool)
+        if any(p < 2 for p in self.pool):
+            raise ValueError(f"SaShiMiConfig.pool factors must be >= 2, got {self.pool}")
+        for name in ("d_model", "n_layer", "expand_pool", "vocab_size", "d_state"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"SaShiMiConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+
+    def block_config(self) -> MambaConfig:
+        return MambaConfig(d_model=self.d_model, n_layer=1, vocab_size=self.vocab_size, d_state=self.d_state,
+                           d_conv=self.d_conv, expand=self.expand, complex=self.complex, norm=self.norm,
+                           backend=self.backend)
+
+    @property
+    def total_pool(self) -> int:
+        out = 1
+        for p in self.pool:
+            out *= p
+        return out
+
+
+@dataclass
+class ScaleCache:
+    """Recurrent state of one scale: block caches, fold/unfold buffers, position, and the inner scale's."""
+
+    down: list[MambaCache]
+    up: list[MambaCache]
+    fold: Tensor | None  # (b, pool, d) fine inputs of the coarse step being filled
+    unfold: Tensor | None  # (b, pool, d) fine outputs of the last finished coarse step
+    inner: "ScaleCache | None"
+    pos: int = 0
+
+
+class Scale(nn.Module):
+    """One level of the U-Net (recursively holding the coarser ones): (b, L, d) -> (b, L, d), causal."""
+
+    def __init__(self, cfg: SaShiMiConfig, level: int, d: int) -> None:
+        super().__init__()
+        bc = cfg.block_config()
+        self.d = d
+        self.down_blocks = nn.ModuleList(ResidualBlock(bc, d_model=d) for _ in range(cfg.n_layer))
+        self.up_blocks = nn.ModuleList(ResidualBlock(bc, d_model=d) for _ in range(cfg.n_layer))
+        self.p = cfg.pool[level] if level < len(cfg.pool) else 0
+        if self.p:
+            d_in = d * cfg.expand_pool
+            self.fold = nn.Linear(d * self.p, d_in)  # p fine steps (time-major) -> one coarse step
+            self.unfold = nn.Linear(d_in, d * self.p)  # one coarse step -> p fine steps
+            self.inner = Scale(cfg, level + 1, d_in)
+
+    def forward(self, x: Tensor, cache: ScaleCache | None = None) -> Tensor:
+        b, L, d = x.shape
+        if cache is not None and cache.pos != 0:
+            raise ValueError("SaShiMi prefill needs a fresh cache (allocate_inference_cache); got one in use")
+        for i, blk in enumerate(self.down_blocks):
+            x = blk(x, cache=cache.down[i] if cache else None)
+        if self.p:
+            m = L // self.p  # complete coarse steps; a trailing partial group waits in the fold buffer
+            coarse_out = None
+            if m:
+                coarse = self.fold(x[:, : m * self.p].reshape(b, m, self.p * d))
+                coarse_out = self.unfold(self.inner(coarse, cache.inner if cache else None))  # (b, m, p*d)
+                # shift right by one coarse step: fine step t only sees coarse outputs of inputs < t
+                shifted = torch.cat([coarse_out.new_zeros(b, 1, self.p * d), coarse_out], 1)
+                y = shifted.reshape(b, (m + 1) * self.p, d)[:, :L]
+            else:
+                y = x.new_zeros(b, L, d)
+            if cache is not None:
+                r = L - m * self.p
+                cache.fold[:, :r] = x[:, m * self.p :]
+                if coarse_out is not None:
+                    cache.unfold.copy_(coarse_out[:, -1].reshape(b, self.p, d))
+            x = x + y
+        for i, blk in enumerate(self.up_blocks):
+            x = blk(x, cache=cache.up[i] if cache else None)
+        if cache is not None:
+            cache.pos = L
+        return x
+
+    def step(self, x: Tensor, cache: ScaleCache) -> Tensor:
+        """x (b, d) -> (b, d); updates `cache` in place."""
+        for blk, c in zip(self.down_blocks, cache.down):
+            x = blk.step(x, c)
+        if self.p:
+            k = cache.pos % self.p
+            y = cache.unfold[:, k].clone()  # from the coarse step before the current group
+            cache.fold[:, k] = x
+            if k == self.p - 1:  # group complete: advance the coarser scale by one step
+                b = x.shape[0]
+                o = self.inner.step(self.fold(cache.fold.reshape(b, self.p * self.d)), cache.inner)
+                cache.unfold.copy_(self.unfold(o).reshape(b, self.p, self.d))
+            x = x + y
+        for blk, c in zip(self.up_blocks, cache.up):
+            x = blk.step(x, c)
+        cache.pos += 1
+        return x
+
+    def allocate_cache(self, batch_size: int, device=None, dtype=None) -> ScaleCache:
+        w = next(self.parameters())
+        device, dtype = device or w.device, dtype or w.dtype
+        buf = (lambda: torch.zeros(batch_size, self.p, self.d, device=device, dtype=dtype)) if self.p else None
+        return ScaleCache(
+            down=[blk.allocate_cache(batch_size, device, dtype) for blk in self.down_blocks],
+            up=[blk.allocate_cache(batch_size, device, dtype) for blk in self.up_blocks],
+            fold=buf() if buf else None,
+            unfold=buf() if buf else None,
+            inner=self.inner.allocate_cache(batch_size, device, dtype) if self.p else None,
+        )
+
+
+class SaShiMiLM(nn.Module):
+    """Embedding -> multi-scale Mamba U-Net -> norm -> tied head: (b, L) ids -> (b, L, vocab_size) logits."""
+
+    def __init__(self, cfg: SaShiMiConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.body = Scale(cfg, 0, cfg.d_model)
+        self.norm_f = _norm(cfg.block_config(), cfg.d_model)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        n_blocks = 2 * cfg.n_layer * (len(cfg.pool) + 1)
+        _init_weights(self, n_blocks)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embedding.weight
+
+    def forward(self, input_ids: Tensor, cache: ScaleCache | None = None) -> Tensor:
+        if input_ids.dim() != 2 or input_ids.is_floating_point():
+            raise ValueError(f"input_ids must be (batch, length) integer tokens, got {input_ids.dtype} "
+                             f"{tuple(input_ids.shape)}")
+        return self.lm_head(self.norm_f(self.body(self.embedding(input_ids.long()), cache)))
+
+    def step(self, input_ids: Tensor, cache: ScaleCache) -> Tensor:
+        """input_ids (b,) -> logits (b, vocab_size); updates `cache` in place."""
+        return self.lm_head(self.norm_f(self.body.step(self.embedding(input_ids.long()), cache)))
+
+    def allocate_inference_cache(self, batch_size: int, device=None, dtype=None) -> ScaleCache:
+        return self.body.allocate_cache(batch_size, device, dtype)
+
+    # -------------------------------------------------------------- checkpoints (config.json + safetensors)
+    def save_pretrained(self, directory: str | os.PathLike, **meta: Any) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        fd, w_tmp = tempfile.mkstemp(dir=d, prefix=".model.", suffix=".tmp")
+        os.close(fd)
+        c_tmp = d / f".config.json.tmp{os.getpid()}"
+        try:
+            save_model(self, w_tmp)
+            c_tmp.write_text(json.dumps({**meta, "architecture": type(self).__name__, **asdict(self.cfg)}, indent=2))
+            os.replace(w_tmp, d / "model.safetensors")
+            os.replace(c_tmp, d / "config.json")
+        finally:
+            Path(w_tmp).unlink(missing_ok=True)
+            c_tmp.unlink(missing_ok=True)
+        return d
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> "SaShiMiLM":
+        d = Path(directory)
+        try:
+            raw = json.loads((d / "config.json").read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{d / 'config.json'}: missing (expected a save_pretrained directory)") from None
+        if raw.get("architecture") != cls.__name__:
+            raise ValueError(f"{d / 'config.json'}: architecture {raw.get('architecture')!r}, expected {cls.__name__}")
+        known = {f.name for f in dataclasses.fields(SaShiMiConfig)}
+        model = cls(SaShiMiConfig(**{k: v for k, v in raw.items() if k in known}))
+        load_model(model, str(d / "model.safetensors"), device=map_location)
+        return model

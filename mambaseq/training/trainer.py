@@ -1,0 +1,260 @@
+"""A generic training loop: model + loss function + step-indexed batches.
+
+The loop knows nothing about DNA or audio. A pipeline supplies
+
+* ``batch_fn(step, seq_len, batch_size) -> batch``: a pure function of its arguments (e.g. seeded by
+  step), so the data position is just the step and resuming replays exactly the same batches;
+* ``loss_fn(model, batch) -> (loss, metrics)``: scalar loss plus floats to log (e.g. ``acc``;
+  ``tokens`` if the token count differs from seq_len * batch_size);
+* optionally ``eval_fn(model, step) -> metrics``.
+
+It adds AdamW (no decay on ``_no_weight_decay``/norm/bias), warmup + cosine, sequence-length warmup at
+constant tokens per step, micro-batching, bf16 autocast on CUDA, gradient clipping, tqdm progress,
+CSV/TensorBoard metrics, atomic checkpoints every N steps and exact resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .logger import MetricsLogger
+from .optim import SeqLenSchedule, build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+BatchFn = Callable[[int, int, int], Any]
+LossFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, Mapping[str, float]]"]
+EvalFn = Callable[[nn.Module, int], Mapping[str, float]]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping settings (Hydra's ``train:`` group maps onto this)."""
+
+    max_steps: int = 1000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    seq_len: int = 1024             # target length
+    batch_size: int = 8             # at the target length
+    seq_len_warmup: bool = False    # 2^10 doubling to seq_len, batch halving (constant tokens/step)
+    seq_len_min: int = 1024
+    seq_len_stage_steps: int = 0    # steps per warmup stage (0: default max_steps // (2 * n_stages))
+    max_tokens_per_micro: int = 0   # split a step into micro-batches of at most this many tokens (0: never)
+    precision: str = "auto"         # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0             # 0: only at the end
+    ckpt_every: int = 0             # 0: only at the end
+    keep_last: int = 2
+    max_time_s: float = 0.0         # stop early (with a checkpoint) after this wall time; 0 = no limit
+    tensorboard: bool = False
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown train settings {sorted(unknown)}; known: {sorted(known)}")
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+    def seq_schedule(self) -> SeqLenSchedule:
+        stage_steps = 0
+        if self.seq_len_warmup and self.seq_len > self.seq_len_min:
+            n_stages = int(math.log2(self.seq_len // self.seq_len_min)) + 1
+            stage_steps = self.seq_len_stage_steps or max(self.max_steps // (2 * n_stages), 1)
+        return SeqLenSchedule(self.seq_len, self.batch_size, self.seq_len_min, stage_steps)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_context(device: torch.device, precision: str):
+    """bf16 autocast on CUDA (auto/bf16); fp32 elsewhere (CPU bf16 matmuls are slow on this class of CPU)."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto|bf16|fp32, got {precision!r}")
+    if device.type == "cuda" and precision in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def split_batch(batch: Any, n: int) -> list[Any]:
+    """Split every tensor of a batch along dim 0 into n near-equal micro-batches."""
+    if n == 1:
+        return [batch]
+    if isinstance(batch, torch.Tensor):
+        return list(batch.tensor_split(n))
+    if isinstance(batch, (list, tuple)):
+        parts = [split_batch(b, n) for b in batch]
+        return [type(batch)(p[i] for p in parts) for i in range(n)]
+    if isinstance(batch, dict):
+        parts = {k: split_batch(v, n) for k, v in batch.items()}
+        return [{k: parts[k][i] for k in batch} for i in range(n)]
+    return [batch] * n
+
+
+@dataclass
+class TrainResult:
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)   # last logged train window + last eval
+    tokens_per_s: float = 0.0
+    peak_memory_gib: float = 0.0
+    wall_s: float = 0.0
+    stopped_early: bool = False
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig, run_dir: str | Path,
+          eval_fn: EvalFn | None = None, resume: bool = False, extra_state: Mapping[str, Any] | None = None
+          ) -> TrainResult:
+    """Train ``model`` for ``cfg.max_steps`` optimizer steps, writing logs and checkpoints to ``run_dir``.
+
+    ``resume=True`` continues from the latest checkpoint in ``run_dir`` (if any) and yields the same
+    losses and weights as an uninterrupted run. Returns the final metrics and throughput.
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.device)
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    is_main = not dist or torch.distributed.get_rank() == 0
+    model.to(device)
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas)
+    sched = build_scheduler(opt, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+    start = 0
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, opt, sched)
+        start = int(state["step"])
+        if is_main:
+            print(f"resumed from {ckpt} at step {start}")
+    else:
+        torch.manual_seed(cfg.seed)
+    train_model = model
+    if dist:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    logger = MetricsLogger(run_dir, cfg.tensorboard, resume_step=start if ckpt else None, enabled=is_main)
+    schedule = cfg.seq_schedule()
+    state_extra = {"train_config": dataclasses.asdict(cfg), **dict(extra_state or {})}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def checkpoint(step: int) -> None:
+        if is_main:
+            save_checkpoint(run_dir, step, _unwrap(model), opt, sched,
+                            {**state_extra, "data_position": step}, cfg.keep_last)
+
+    window: dict[str, float] = {}
+    n_window, tok_window, t_window = 0, 0, time.perf_counter()
+    t0, total_tokens, result = time.perf_counter(), 0, TrainResult(step=start)
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="train",
+               disable=not (cfg.progress and is_main), dynamic_ncols=True)
+    step = start
+    for step in bar:
+        seq_len, batch_size = schedule.at(step)
+        batch = batch_fn(step, seq_len, batch_size)
+        n_micro = 1
+        if cfg.max_tokens_per_micro > 0:
+            n_micro = min(batch_size, max(1, math.ceil(seq_len * batch_size / cfg.max_tokens_per_micro)))
+        train_model.train()
+        opt.zero_grad(set_to_none=True)
+        step_metrics: dict[str, float] = {}
+        for micro in split_batch(batch, n_micro):
+            micro = to_device(micro, device)
+            with autocast_context(device, cfg.precision):
+                loss, metrics = loss_fn(train_model, micro)
+            (loss / n_micro).backward()
+            step_metrics["loss"] = step_metrics.get("loss", 0.0) + float(loss.detach()) / n_micro
+            for k, v in metrics.items():
+                step_metrics[k] = step_metrics.get(k, 0.0) + float(v) / (1 if k == "tokens" else n_micro)
+        if cfg.grad_clip > 0:
+            step_metrics["grad_norm"] = float(nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        opt.step()
+        sched.step()
+        tokens = int(step_metrics.pop("tokens", seq_len * batch_size))
+        total_tokens += tokens
+        tok_window += tokens
+        for k, v in step_metrics.items():
+            window[k] = window.get(k, 0.0) + v
+        n_window += 1
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.max_steps:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            dt = time.perf_counter() - t_window
+            avg = {k: v / n_window for k, v in window.items()}
+            avg.update(lr=sched.get_last_lr()[0], seq_len=seq_len, batch_size=batch_size,
+                       tokens_per_s=tok_window / max(dt, 1e-9))
+            logger.log(done, avg, prefix="train/")
+            result.metrics.update({f"train/{k}": v for k, v in avg.items()})
+            bar.set_postfix({k: f"{avg[k]:.3g}" for k in ("loss", "acc") if k in avg}
+                            | {"tok/s": f"{avg['tokens_per_s']:,.0f}", "L": seq_len})
+            window, n_window, tok_window, t_window = {}, 0, 0, time.perf_counter()
+        if eval_fn is not None and cfg.eval_every > 0 and done % cfg.eval_every == 0 and done < cfg.max_steps:
+            _evaluate(eval_fn, model, done, logger, result)
+        if cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0 and done < cfg.max_steps:
+            checkpoint(done)
+        if cfg.max_time_s > 0 and time.perf_counter() - t0 > cfg.max_time_s and done < cfg.max_steps:
+            print(f"stopping early at step {done}: max_time_s={cfg.max_time_s} reached")
+            result.stopped_early = True
+            break
+    bar.close()
+    done = step + 1 if cfg.max_steps > start else start
+    result.step = done
+    result.wall_s = time.perf_counter() - t0
+    result.tokens_per_s = total_tokens / max(result.wall_s, 1e-9)
+    if device.type == "cuda":
+        result.peak_memory_gib = torch.cuda.max_memory_allocated(device) / 2**30
+    if done > start or ckpt is None:
+        checkpoint(done)
+    if eval_fn is not None:
+        _evaluate(eval_fn, model, done, logger, result)
+    logger.close()
+    return result
+
+
+def _evaluate(eval_fn: EvalFn, model: nn.Module, step: int, logger: MetricsLogger, result: TrainResult) -> None:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        metrics = dict(eval_fn(model, step))
+    model.train(was_training)
+    logger.log(step, metrics, prefix="val/")
+    result.metrics.update({f"val/{k}": float(v) for k, v in metrics.items()})

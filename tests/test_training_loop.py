@@ -1,0 +1,119 @@
+"""Shared training machinery (mambaseq.training): optimizer groups, schedules, checkpoints, exact resume."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from mambaseq import MambaConfig
+from mambaseq.model import MambaForSequenceClassification, MambaLMHeadModel, load_pretrained
+from mambaseq.training import (SeqLenSchedule, TrainConfig, classification_loss, list_checkpoints, lm_loss,
+                               param_groups, read_metrics, train, warmup_cosine)
+
+
+def tiny_classifier(seed: int = 0) -> MambaForSequenceClassification:
+    torch.manual_seed(seed)
+    return MambaForSequenceClassification(MambaConfig.from_name("debug", vocab_size=10, num_labels=3))
+
+
+def batch_fn(step: int, seq_len: int, batch_size: int):
+    """Label = last token clipped to 0..2: learnable in a few steps; fresh random data per step."""
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randint(0, 4, (batch_size, seq_len), generator=g)
+    y = x[:, -1].clamp(max=2)
+    return x, y
+
+
+def test_param_groups_no_weight_decay():
+    m = tiny_classifier()
+    decay, no_decay = param_groups(m, 0.1)
+    nd = {id(p) for p in no_decay["params"]}
+    for name, p in m.named_parameters():
+        flagged = getattr(p, "_no_weight_decay", False) or p.ndim < 2
+        assert (id(p) in nd) == flagged, name
+    assert any(n.endswith("A_log") or "A_" in n for n, p in m.named_parameters() if id(p) in nd)
+    lm = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=10))
+    groups = param_groups(lm, 0.1)
+    n_listed = sum(len(g["params"]) for g in groups)
+    assert n_listed == len({id(p) for p in lm.parameters()})  # tied embedding listed once
+
+
+@pytest.mark.parametrize("step,expected", [(0, 0.1), (9, 1.0), (10, 1.0), (55, 0.55), (100, 0.1), (150, 0.1)],
+                         ids=["warm0", "warm-end", "peak", "mid", "end", "after"])
+def test_warmup_cosine(step, expected):
+    assert warmup_cosine(step, 10, 100, 0.1) == pytest.approx(expected, abs=1e-9)
+
+
+def test_seq_len_schedule_constant_tokens():
+    s = SeqLenSchedule(target_len=8192, batch_size=2, min_len=1024, stage_steps=5)
+    assert s.stages() == [(1024, 16), (2048, 8), (4096, 4), (8192, 2)]
+    assert [s.at(k) for k in (0, 4, 5, 14, 15, 1000)] == [(1024, 16), (1024, 16), (2048, 8), (4096, 4),
+                                                        (8192, 2), (8192, 2)]
+    assert {L * b for L, b in s.stages()} == {16384}
+    assert SeqLenSchedule(4096, 3).at(0) == (4096, 3)  # no warmup
+
+
+CFG = TrainConfig(max_steps=9, lr=5e-3, warmup_steps=2, seq_len=64, batch_size=4, seq_len_warmup=True,
+                  seq_len_min=16, seq_len_stage_steps=2, max_tokens_per_micro=96, log_every=1, ckpt_every=3,
+                  keep_last=2, progress=False)
+
+
+def test_resume_is_exact_after_a_crash(tmp_path):
+    ref = tiny_classifier()
+    r_ref = train(ref, classification_loss, batch_fn, CFG, tmp_path / "ref")
+    # the same run, crashing inside step 7 (after the checkpoint at step 6)
+    crashed = tiny_classifier()
+
+    def crashing(step, L, B):
+        if step == 7:
+            raise RuntimeError("simulated crash")
+        return batch_fn(step, L, B)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(crashed, classification_loss, crashing, CFG, tmp_path / "run")
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000003", "step_00000006"]
+    resumed = tiny_classifier(seed=123)  # different init: everything must come from the checkpoint
+    r = train(resumed, classification_loss, batch_fn, CFG, tmp_path / "run", resume=True)
+    assert r.step == r_ref.step == 9
+    for (n, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), n
+    m_ref, m = read_metrics(tmp_path / "ref"), read_metrics(tmp_path / "run")
+    assert m["train/loss"] == m_ref["train/loss"]  # one row per step, same values
+    assert [s for s, _ in m["train/loss"]] == list(range(1, 10))
+    assert m["train/seq_len"][-1][1] == 64 and m["train/seq_len"][0][1] == 16
+
+
+def test_training_learns_and_checkpoints_load(tmp_path):
+    cfg = dataclasses.replace(CFG, max_steps=40, seq_len_warmup=False, max_tokens_per_micro=0, batch_size=16,
+                              seq_len=32, lr=2e-2, warmup_steps=5, log_every=20, ckpt_every=0)
+    model = tiny_classifier()
+
+    def eval_fn(m, step):
+        x, y = batch_fn(10**6, 32, 256)
+        return {"acc": float((m(x).argmax(-1) == y).float().mean())}
+
+    r = train(model, classification_loss, batch_fn, cfg, tmp_path, eval_fn=eval_fn)
+    assert r.metrics["val/acc"] > 0.8  # chance is 0.5 (label 2 for tokens 2 and 3)
+    assert r.tokens_per_s > 0 and not r.stopped_early
+    (ckpt,) = list_checkpoints(tmp_path)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors", "trainer_state.pt"]
+    loaded = load_pretrained(ckpt)
+    x, _ = batch_fn(5, 64, 4)
+    assert torch.equal(loaded(x), model(x))
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_lm_loss_and_early_stop(tmp_path):
+    torch.manual_seed(0)
+    lm = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=10))
+    cfg = dataclasses.replace(CFG, max_steps=50, seq_len_warmup=False, max_time_s=1e-6, ckpt_every=0)
+    r = train(lm, lm_loss, lambda s, L, B: batch_fn(s, L, B)[0], cfg, tmp_path)
+    assert r.stopped_early and r.step == 1
+    assert math.isfinite(r.metrics["train/bits_per_token"])
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001"]
+
+
+def test_train_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown train settings.*'lr_typo'"):
+        TrainConfig.from_dict({"lr_typo": 1})
