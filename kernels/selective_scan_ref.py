@@ -81,82 +81,100 @@ def selective_scan_naive(
 
 
 # --------------------------------------------------------------------------------------------------
-# Layout. Inside a segment of Sp = T * nc steps every big buffer is (b, d, N, T, nc): time step
-# s = k*T + t lives at [..., t, k]. With time innermost, the broadcasts that build a = exp(delta A),
-# x = delta u B and the readouts all run over long contiguous rows (a per-(d, n) scalar against a
-# contiguous (T*nc) row), and the scan's step t touches one contiguous (nc)-row per state. Only the small
-# (b, d, S) / (b, g, N, S) inputs and outputs are permuted into and out of this layout.
+# Layout. Inside a segment of Sp = T * nc steps every big buffer is time-major, (T, nc, b, d, N): time
+# step s = k*T + t lives at [t, k]. Then the scan's step t is one contiguous (nc, b*d*N) block, the
+# chunk-to-chunk carry touches contiguous (b*d*N) rows, and the broadcasts that build a = exp(delta A),
+# x = delta u B and the readouts are plain row-wise products. Only the small (b, d, S) / (b, g, N, S)
+# inputs and outputs are permuted into and out of this layout.
 #
 # All big tensors are preallocated workspace buffers used with in-place / out= ops: on a CPU a fresh
 # multi-MiB allocation per op costs more in page faults than the arithmetic (measured on the CI machine:
 # 8.4 ms for an out-of-place mul of 2^21 floats vs 1.8 ms with out=).
 
-
-def _plan(b: int, d: int, n: int, L: int) -> tuple[int, int]:
-    """Segment length S (a multiple of the chunk length T when L > S) and T."""
-    S = max(1, min(L, _SEGMENT_ELEMS // max(1, b * d * n)))
-    T = max(1, min(_MAX_T, S // 16))
-    if L > S:  # every full segment a multiple of T, so only the last one is ever padded
-        S = max(T, S // T * T)
-    return S, T
+_MIN_ROW = 1 << 15
+# States kept from forward to backward when their total is at most this many elements (512 MiB fp32).
+_KEEP_ELEMS = 1 << 27
 
 
-_MAX_T = 8
+def _plan(b: int, d: int, n: int, L: int) -> tuple[int, int, int]:
+    """Segment length S = T * nc, chunk length T, and the number of segments.
+
+    A scan step is one op over nc * b*d*N elements. When b*d*N alone is large enough to hide Python's
+    per-op cost (>= _MIN_ROW), nc = 1: a plain sequential loop, the fewest memory passes. Otherwise nc
+    chunks are scanned side by side and stitched together with their carries.
+    """
+    R = max(1, b * d * n)
+    S = max(1, min(L, _SEGMENT_ELEMS // R))
+    nc = min(S, -(-_MIN_ROW // R))
+    T = -(-S // nc)
+    return T * nc, T, -(-L // (T * nc))
 
 
-def _perm(x: Tensor, T: int) -> Tensor:
-    """(..., Sp) time-ordered -> (..., T, nc) view (not contiguous)."""
-    return x.unflatten(-1, (-1, T)).transpose(-1, -2)
+def _to_time_major(x: Tensor, S: int, T: int, nseg: int) -> Tensor:
+    """(..., L) -> (nseg, T, nc, ...) contiguous, zero-padded to nseg*S steps (delta = 0 there gives
+    a = 1, x = 0: the state passes through the padding unchanged). Step s = i*S + k*T + t is [i, t, k]."""
+    L = x.shape[-1]
+    if nseg * S > L:
+        x = torch.cat([x, x.new_zeros(*x.shape[:-1], nseg * S - L)], dim=-1)
+    x = x.unflatten(-1, (nseg, S // T, T))  # (..., nseg, nc, T)
+    k = x.dim()
+    return x.permute(k - 3, k - 1, k - 2, *range(k - 3)).contiguous()
 
 
-def _unperm(x: Tensor) -> Tensor:
-    """(..., T, nc) -> (..., Sp) time-ordered."""
-    return x.transpose(-1, -2).flatten(-2)
+def _from_time_major(x: Tensor, L: int) -> Tensor:
+    """(nseg, T, nc, ...) -> (..., L) time-ordered (drops the padding)."""
+    k = x.dim()
+    return x.permute(*range(3, k), 0, 2, 1).flatten(-3)[..., :L]
 
 
 def _scan_inplace(a: Tensor, x: Tensor, h0: Tensor) -> None:
     """x <- h where h_s = a_s h_{s-1} + x_s over time s = k*T + t, h_{-1} = h0.  a is destroyed.
 
-    a, x: (R, T, nc) contiguous;  h0: (R,).
+    a, x: (T, nc, R) contiguous;  h0: (R,).  With nc == 1, a is left intact.
     """
-    R, T, nc = x.shape
+    T, nc, R = x.shape
+    if nc == 1:  # plain sequential scan
+        x[0].addcmul_(a[0], h0)
+        for t in range(1, T):
+            x[t].addcmul_(a[t], x[t - 1])
+        return
     for t in range(1, T):  # local scans of all nc chunks at once
-        x[:, t].addcmul_(a[:, t], x[:, t - 1])
-        a[:, t].mul_(a[:, t - 1])  # a becomes the within-chunk cumulative product
-    # carries chunk to chunk, on contiguous (nc, R) copies of the chunk-end values
-    xe, ae = x[:, T - 1].t().contiguous(), a[:, T - 1].t().contiguous()
+        x[t].addcmul_(a[t], x[t - 1])
+        a[t].mul_(a[t - 1])  # a becomes the within-chunk cumulative product
     carry = torch.empty(nc, R, dtype=x.dtype, device=x.device)
     c = h0
-    for k in range(nc):
+    for k in range(nc):  # chunk to chunk
         carry[k] = c
-        c = torch.addcmul(xe[k], ae[k], c)
-    x.addcmul_(a, carry.t().contiguous().unsqueeze(1))
+        c = torch.addcmul(x[T - 1, k], a[T - 1, k], c)
+    x.addcmul_(a, carry.unsqueeze(0))
 
 
 def _scan_reverse_inplace(a: Tensor, g: Tensor, g_end: Tensor) -> Tensor:
     """g <- G where G_s = g_s + a_{s+1} G_{s+1}, with a_S G_S := g_end.  a is destroyed.
 
-    a, g: (R, T, nc) contiguous; g_end: (R,), the gradient flowing in from after the segment.
+    a, g: (T, nc, R) contiguous; g_end: (R,), the gradient flowing in from after the segment.
     Returns a_0 G_0, the gradient flowing into the state before the segment.
     """
-    R, T, nc = g.shape
+    T, nc, R = g.shape
+    if nc == 1:  # plain sequential scan
+        g[T - 1].add_(g_end)
+        for t in range(T - 2, -1, -1):
+            g[t].addcmul_(a[t + 1], g[t + 1])
+        return a[0] * g[0]
     for t in range(T - 2, -1, -1):  # local reverse scans of all chunks at once
-        g[:, t].addcmul_(a[:, t + 1], g[:, t + 1])
-    a_first = a[:, 0].t().contiguous()  # (nc, R) raw a at each chunk start, for the carries
+        g[t].addcmul_(a[t + 1], g[t + 1])
+    a_first = a[0].clone()  # raw a at each chunk start, needed for the carries
     for t in range(T - 2, -1, -1):
-        a[:, t].mul_(a[:, t + 1])  # a_t <- prod_{t' >= t} a_t'  (within the chunk)
-    g0 = g[:, 0].t().contiguous()
-    a1 = a[:, 1].t().contiguous() if T > 1 else None
+        a[t].mul_(a[t + 1])  # a_t <- prod_{t' >= t} a_t'  (within the chunk)
     carry = torch.empty(nc, R, dtype=g.dtype, device=g.device)
     c = g_end
     for k in range(nc - 1, -1, -1):
         carry[k] = c  # gradient arriving at chunk k's last step from the future
-        G0 = torch.addcmul(g0[k], a1[k], c) if T > 1 else g0[k] + c
+        G0 = torch.addcmul(g[0, k], a[1, k], c) if T > 1 else g[0, k] + c
         c = a_first[k] * G0
-    carry = carry.t().contiguous().unsqueeze(1)
     if T > 1:
-        g[:, : T - 1].addcmul_(a[:, 1:], carry)
-    g[:, T - 1 :].add_(carry)
+        g[: T - 1].addcmul_(a[1:], carry.unsqueeze(0))
+    g[T - 1].add_(carry)
     return c
 
 
@@ -170,113 +188,121 @@ class _Workspace:
         return self.bufs[i][: math.prod(shape)].view(shape)
 
 
-def _segment(t: Tensor, s0: int, s1: int, Sp: int, T: int) -> Tensor:
-    """Time slice [s0, s1) of (..., L), zero-padded to Sp (delta = 0 gives a = 1, x = 0), as (..., T, nc)."""
-    t = t[..., s0:s1]
-    if s1 - s0 < Sp:
-        t = torch.cat([t, t.new_zeros(*t.shape[:-1], Sp - (s1 - s0))], dim=-1)
-    return _perm(t, T).contiguous()
+def _decay_and_input(dl: Tensor, du: Tensor, At: Tensor, Bs: Tensor, a_out: Tensor, x_out: Tensor) -> None:
+    """a = exp(delta A), x = delta u B into (T, nc, b, N, d) buffers.
 
-
-def _decay_and_input(dl: Tensor, du: Tensor, A: Tensor, Bs: Tensor, a_out: Tensor, x_out: Tensor) -> None:
-    """a = exp(delta A), x = delta u B into (b, d, N, T, nc) buffers. dl, du: (b d T nc); Bs: (b g N T nc)."""
-    b, d, T, nc = dl.shape
-    g, n = Bs.shape[1], Bs.shape[2]
-    torch.mul(dl.unsqueeze(2), A.view(d, n, 1, 1), out=a_out)
+    dl, du: (T nc b d);  At: A transposed, (N d);  Bs: (T nc b N g).
+    """
+    T, nc, b, d = dl.shape
+    n, g = Bs.shape[3], Bs.shape[4]
+    torch.mul(dl.unsqueeze(3), At, out=a_out)
     a_out.exp_()
-    torch.mul(du.view(b, g, d // g, 1, T, nc), Bs.unsqueeze(2), out=x_out.view(b, g, d // g, n, T, nc))
+    torch.mul(du.view(T, nc, b, 1, g, d // g), Bs.unsqueeze(-1), out=x_out.view(T, nc, b, n, g, d // g))
+
+
+def _sum_over_channels(X: Tensor, v: Tensor, g: int) -> Tensor:
+    """sum_c X[..., n, c] v[..., c] within each group: X (T nc b N d), v (T nc b d) -> (T nc b N g)."""
+    T, nc, b, n, d = X.shape
+    Xg = X.view(T * nc * b, n, g, d // g).transpose(1, 2)  # (x g N dg)
+    return torch.matmul(Xg, v.reshape(T * nc * b, g, d // g, 1)).view(T, nc, b, g, n).transpose(3, 4)
 
 
 class _ScanCore(torch.autograd.Function):
+    """Internally the state is laid out (b, N, d) so that sums over N run across contiguous d-rows."""
+
     @staticmethod
     def forward(ctx, u, delta, A, B, C, h0):
         # u, delta: (b d L) fp32; A: (d N); B, C: (b g N L); h0: (b d N)
         b, d, L = u.shape
         n, g = A.shape[1], B.shape[1]
-        scale = 2.0 if A.is_complex() else 1.0
-        S, T = _plan(b, d, n, L)
-        Smax = -(-min(S, L) // T) * T
-        ws = _Workspace(3, b * d * n * Smax, A.dtype, u.device)
-        y = u.new_empty(b, d, L)
-        du_all = delta * u
-        h = h0
+        dg = d // g
+        S, T, nseg = _plan(b, d, n, L)
+        nc = S // T
+        shp, shp6 = (T, nc, b, n, d), (T, nc, b, n, g, dg)
+        seg_elems = math.prod(shp)
+        ws = _Workspace(3, seg_elems, A.dtype, u.device)
+        # Keep every segment's states for the backward when they fit the budget (saves recomputing the
+        # scan); otherwise the backward recomputes each segment from its saved start state.
+        keep = any(ctx.needs_input_grad) and nseg * seg_elems <= _KEEP_ELEMS
+        hist = torch.empty(nseg, *shp, dtype=A.dtype, device=u.device) if keep else None
+        At = A.t().contiguous()
+        dl_tm, du_tm = _to_time_major(delta, S, T, nseg), _to_time_major(delta * u, S, T, nseg)
+        B_tm, C_tm = _to_time_major(B.transpose(1, 2), S, T, nseg), _to_time_major(C.transpose(1, 2), S, T, nseg)
+        y_tm = u.new_empty(nseg, T, nc, b, d)
+        h = h0.transpose(1, 2).contiguous()  # (b N d)
         starts = []
-        for s0 in range(0, L, S):
-            s1 = min(L, s0 + S)
-            ln = s1 - s0
-            Sp = -(-ln // T) * T
-            nc = Sp // T
-            shp = (b, d, n, T, nc)
-            a, hs, tmp = ws.get(0, shp), ws.get(1, shp), ws.get(2, shp)
-            dl = _segment(delta, s0, s1, Sp, T)
-            _decay_and_input(dl, _segment(du_all, s0, s1, Sp, T), A, _segment(B, s0, s1, Sp, T), a, hs)
+        for i in range(nseg):
+            a, tmp = ws.get(0, shp), ws.get(2, shp)
+            hs = hist[i] if keep else ws.get(1, shp)
+            _decay_and_input(dl_tm[i], du_tm[i], At, B_tm[i], a, hs)
             starts.append(h)
-            _scan_inplace(a.view(-1, T, nc), hs.view(-1, T, nc), h.reshape(-1))
-            Cs = _segment(C, s0, s1, Sp, T)
-            torch.mul(hs.view(b, g, d // g, n, T, nc), Cs.unsqueeze(2), out=tmp.view(b, g, d // g, n, T, nc))
-            ys = tmp.sum(2)
-            ys = ys.real if ys.is_complex() else ys
-            y[:, :, s0:s1] = _unperm(ys)[:, :, :ln] * scale if scale != 1.0 else _unperm(ys)[:, :, :ln]
-            h = hs[:, :, :, (ln - 1) % T, (ln - 1) // T].clone()
-        ctx.plan = (S, T)
-        ctx.save_for_backward(u, delta, A, B, C, *starts)
-        return y, h
+            _scan_inplace(a.view(T, nc, -1), hs.view(T, nc, -1), h.view(-1))
+            ys = torch.mul(hs.view(shp6), C_tm[i].unsqueeze(-1), out=tmp.view(shp6)).sum(3)  # (T nc b g dg)
+            y_tm[i] = (ys.real if ys.is_complex() else ys).view(T, nc, b, d)
+            last = min(S, L - i * S) - 1  # the final segment's padding leaves the state unchanged anyway
+            h = hs[last % T, last // T].clone()
+        if A.is_complex():
+            y_tm *= 2.0
+        ctx.plan = (S, T, nseg, keep)
+        ctx.save_for_backward(u, delta, A, B, C, hist if keep else None, *starts)
+        return _from_time_major(y_tm, L), h.transpose(1, 2)
 
     @staticmethod
     def backward(ctx, gy, gh_last):
-        u, delta, A, B, C, *starts = ctx.saved_tensors
+        u, delta, A, B, C, hist, *starts = ctx.saved_tensors
         b, d, L = u.shape
         n, g = A.shape[1], B.shape[1]
         dg = d // g
-        S, T = ctx.plan
+        S, T, nseg, keep = ctx.plan
+        nc = S // T
+        shp, shp6 = (T, nc, b, n, d), (T, nc, b, n, g, dg)
         cplx = A.is_complex()
-        scale = 2.0 if cplx else 1.0
-        gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
-        gB, gC = torch.empty_like(B), torch.empty_like(C)
-        gA = torch.zeros_like(A)
-        gy = (gy * scale).contiguous() if gy is not None else u.new_zeros(b, d, L)
-        G = gh_last if gh_last is not None else torch.zeros_like(starts[0])
-        Smax = -(-min(S, L) // T) * T
-        ws = _Workspace(6, b * d * n * Smax, A.dtype, u.device)
-        Aconj = A.conj().view(d, n, 1, 1)
-        du_all = delta * u
-        for i in range((L + S - 1) // S - 1, -1, -1):
-            s0, s1 = i * S, min(L, (i + 1) * S)
-            ln = s1 - s0
-            Sp = -(-ln // T) * T
-            nc = Sp // T
-            shp = (b, d, n, T, nc)
-            shp6 = (b, g, dg, n, T, nc)
-            a, ac, x, h, gh, tmp = (ws.get(k, shp) for k in range(6))
-            dl, du = _segment(delta, s0, s1, Sp, T), _segment(du_all, s0, s1, Sp, T)
-            Bs, Cs, gys = _segment(B, s0, s1, Sp, T), _segment(C, s0, s1, Sp, T), _segment(gy, s0, s1, Sp, T)
-            # recompute the segment's states from its saved start state
-            _decay_and_input(dl, du, A, Bs, a, x)
-            torch.conj_physical(a, out=ac)  # the adjoint recurrence runs with conj(a)
-            h.copy_(x)
-            _scan_inplace(a.view(-1, T, nc), h.view(-1, T, nc), starts[i].reshape(-1))
+        gy = gy * 2.0 if cplx else gy
+        G = gh_last.transpose(1, 2).contiguous() if gh_last is not None else torch.zeros_like(starts[0])
+        ws = _Workspace(4 if keep else 6, math.prod(shp), A.dtype, u.device)
+        At = A.t().contiguous()
+        Atc = At.conj()
+        dl_tm, u_tm = _to_time_major(delta, S, T, nseg), _to_time_major(u, S, T, nseg)
+        du_tm = dl_tm * u_tm
+        B_tm, C_tm = _to_time_major(B.transpose(1, 2), S, T, nseg), _to_time_major(C.transpose(1, 2), S, T, nseg)
+        gy_tm = _to_time_major(gy, S, T, nseg)
+        gu_tm, gdl_tm = torch.empty_like(dl_tm), torch.empty_like(dl_tm)
+        gB_tm, gC_tm = torch.empty_like(B_tm), torch.empty_like(C_tm)  # (nseg T nc b N g)
+        gAt = torch.zeros_like(At)
+        for i in range(nseg - 1, -1, -1):
+            a, x, gh, tmp = (ws.get(k, shp) for k in range(4))
+            dl, du, Bs = dl_tm[i], du_tm[i], B_tm[i]
+            _decay_and_input(dl, du, At, Bs, a, x)
+            if keep:  # states kept by the forward
+                h = hist[i]
+                ac = a.conj_physical_() if cplx else a  # the adjoint recurrence runs with conj(a)
+            else:  # recompute the segment's states from its saved start state
+                h, ac = ws.get(4, shp), ws.get(5, shp)
+                torch.conj_physical(a, out=ac)
+                h.copy_(x)
+                _scan_inplace(a.view(T, nc, -1), h.view(T, nc, -1), starts[i].view(-1))
             # dL/dh from the readout, then the adjoint recurrence
-            torch.mul(gys.view(b, g, dg, 1, T, nc), Cs.conj().unsqueeze(2), out=gh.view(shp6))
-            G = _scan_reverse_inplace(ac.view(-1, T, nc), gh.view(-1, T, nc), G.reshape(-1)).view(b, d, n)
+            gys = gy_tm[i]
+            torch.mul(gys.view(T, nc, b, 1, g, dg), C_tm[i].conj().unsqueeze(-1), out=gh.view(shp6))
+            G = _scan_reverse_inplace(ac.view(T, nc, -1), gh.view(T, nc, -1), G.view(-1)).view(b, n, d)
             # W_s = G_s * conj(a_s h_{s-1}) = G_s * conj(h_s - x_s)   (in x's buffer)
             W = torch.sub(h, x, out=x)
             if cplx:
                 W.conj_physical_()
             W.mul_(gh)
-            gA += torch.mul(W, dl.unsqueeze(2), out=tmp).sum((0, 3, 4))
-            torch.mul(W, Aconj, out=tmp)
-            gdl = (tmp.real if cplx else tmp).sum(2)  # (b d T nc)
+            gAt += torch.mul(W, dl.unsqueeze(3), out=tmp).sum((0, 1, 2))
+            torch.mul(W, Atc, out=tmp)
+            gdl = (tmp.real if cplx else tmp).sum(3)  # (T nc b d)
             # Q_s = Re(sum_n G_s,n conj(B_s,n)):  du = Q delta,  d(delta) += Q u
-            torch.mul(gh.view(shp6), Bs.conj().unsqueeze(2), out=tmp.view(shp6))
-            Q = (tmp.real if cplx else tmp).sum(2)  # (b d T nc)
-            gu[:, :, s0:s1] = _unperm(dl * Q)[:, :, :ln]
-            gdelta[:, :, s0:s1] = _unperm(gdl.addcmul_(_segment(u, s0, s1, Sp, T), Q))[:, :, :ln]
-            gB[..., s0:s1] = _unperm(torch.mul(gh.view(shp6), du.view(b, g, dg, 1, T, nc), out=tmp.view(shp6)).sum(2))[
-                ..., :ln
-            ]
-            hc = h.view(shp6).conj()
-            gC[..., s0:s1] = _unperm(torch.mul(hc, gys.view(b, g, dg, 1, T, nc), out=tmp.view(shp6)).sum(2))[..., :ln]
-        return gu, gdelta, gA, gB, gC, G
+            torch.mul(gh.view(shp6), Bs.conj().unsqueeze(-1), out=tmp.view(shp6))
+            Q = (tmp.real if cplx else tmp).sum(3).view(T, nc, b, d)
+            torch.mul(dl, Q, out=gu_tm[i])
+            torch.addcmul(gdl, u_tm[i], Q, out=gdl_tm[i])
+            gB_tm[i] = _sum_over_channels(gh, du.to(gh.dtype), g)
+            gC_tm[i] = _sum_over_channels(h.conj(), gys.to(h.dtype), g)
+        gB = _from_time_major(gB_tm, L).transpose(1, 2)
+        gC = _from_time_major(gC_tm, L).transpose(1, 2)
+        return (_from_time_major(gu_tm, L), _from_time_major(gdl_tm, L), gAt.t(), gB, gC, G.transpose(1, 2))
 
 
 def scan_core_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor):

@@ -60,11 +60,29 @@ def _plan(b: int, d: int, L: int, dpg: int, N: int, device: torch.device, chunk_
     return BN, bd_f, bd_b, BT, Lc, K, wf, wb
 
 
-def _real(x: Tensor | None) -> Tensor | None:
-    """Complex tensors travel to the kernels as (..., 2) float32 views."""
-    if x is None:
-        return None
-    return torch.view_as_real(x.to(torch.complex64).contiguous()) if x.is_complex() else x.contiguous()
+def _time_major(x: Tensor | None) -> Tensor | None:
+    """(b, d, L) -> contiguous (b, L, d); free when x is already a transposed time-major tensor."""
+    return None if x is None else x.transpose(1, 2).contiguous()
+
+
+def _bc(x: Tensor) -> Tensor:
+    """B/C (b, g, N, L) -> time-major (b, g, L, N) [, 2 for complex as float32 (re, im)]."""
+    xt = x.transpose(-1, -2)
+    return torch.view_as_real(xt.to(torch.complex64).contiguous()) if x.is_complex() else xt.contiguous()
+
+
+def _planes(x: Tensor) -> Tensor:
+    """(.., dim, N) real/complex -> planar float32 (.., [re, im], N, dim) as the kernels keep states."""
+    xt = x.transpose(-1, -2)
+    if x.is_complex():
+        return torch.stack([xt.real, xt.imag], dim=-3).float().contiguous()
+    return xt.float().unsqueeze(-3).contiguous()
+
+
+def _unplanes(x: Tensor, cplx: bool) -> Tensor:
+    """Inverse of ``_planes``: (.., [2,] N, dim) -> (.., dim, N), complex64 if cplx."""
+    x = torch.complex(x.select(-3, 0), x.select(-3, 1)) if cplx else x.select(-3, 0)
+    return x.transpose(-1, -2).contiguous()
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -76,31 +94,31 @@ class _SelectiveScanTriton(torch.autograd.Function):
         cplx = A.is_complex()
         dev = u.device
         BN, bd_f, bd_b, BT, Lc, K, wf, wb = _plan(b, d, L, d // G, N, dev, chunk_len)
-        u_, dl_, z_ = u.contiguous(), delta.contiguous(), None if z is None else z.contiguous()
-        A_ = _real(A) if cplx else A.float().contiguous()
-        B_, C_ = _real(B), _real(C)
+        u_, dl_, z_ = _time_major(u), _time_major(delta), _time_major(z)
+        A_ = _planes(A)
+        B_, C_ = _bc(B), _bc(C)
         D_ = None if D is None else D.float().contiguous()
         bias_ = None if delta_bias is None else delta_bias.float().contiguous()
-        sshape = (b, d, N, 2) if cplx else (b, d, N)
-        h0_ = _real(h0.to(torch.complex64) if cplx else h0.float()) if h0 is not None else \
-            torch.zeros(sshape, device=dev, dtype=torch.float32)
+        P = 2 if cplx else 1
+        f32 = dict(device=dev, dtype=torch.float32)
+        h0_ = _planes(h0) if h0 is not None else torch.zeros((b, P, N, d), **f32)
         out = torch.empty_like(u_)
-        last = torch.empty(sshape, device=dev, dtype=torch.float32)
+        last = torch.empty((b, P, N, d), **f32)
         flags = dict(HAS_Z=z is not None, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
                      SOFTPLUS=bool(softplus), CPLX=cplx, BN=BN, BT=BT)
         dummy = out  # stands in for absent optional pointers (never dereferenced)
-        kshape = (b, d, K, N, 2) if cplx else (b, d, K, N)
+        kshape = (b, K, P, N, d)
         if K > 1:
-            hend = torch.empty(kshape, device=dev, dtype=torch.float32)
-            dsum = torch.empty((b, d, K), device=dev, dtype=torch.float32)
+            hend = torch.empty(kshape, **f32)
+            dsum = torch.empty((b, K, d), **f32)
             _scan_fwd_kernel[(b * (d // bd_f), K)](
                 u_, dl_, dummy, B_, C_, A_, dummy, bias_ if bias_ is not None else dummy,
                 dummy, dummy, hend, dsum, dummy, d, L, N, G, d // G, K, Lc,
                 LOCAL=True, BD=bd_f, num_warps=wf, **flags)
-            hstart = torch.empty(kshape, device=dev, dtype=torch.float32)
-            cb = min(64, _next_pow2(b * d))
-            _combine_kernel[(-(-(b * d) // cb),)](
-                hend, dsum, A_, h0_, hstart, b * d, d, N, K, REVERSE=False, CPLX=cplx, BD=cb, BN=BN)
+            hstart = torch.empty(kshape, **f32)
+            cb = min(64, d & -d)
+            _combine_kernel[(b * (d // cb),)](hend, dsum, A_, h0_, hstart, d, N, K,
+                                              REVERSE=False, CPLX=cplx, BD=cb, BN=BN)
         else:
             hstart, dsum = h0_, None
         _scan_fwd_kernel[(b * (d // bd_f), K)](
@@ -109,8 +127,11 @@ class _SelectiveScanTriton(torch.autograd.Function):
             d, L, N, G, d // G, K, Lc, LOCAL=False, BD=bd_f, num_warps=wf, **flags)
         ctx.save_for_backward(u_, dl_, z_, B_, C_, A_, D_, bias_, hstart, dsum)
         ctx.cfg = (b, d, L, N, G, cplx, BN, bd_b, BT, Lc, K, wb, flags)
-        ctx.dtypes = (B.dtype, C.dtype, A.dtype, h0 is not None and h0.dtype)
-        return out, (torch.view_as_complex(last) if cplx else last)
+        ctx.dtypes = (B.dtype, C.dtype, h0 is not None)
+        out = out.transpose(1, 2)  # (b, d, L) view of the time-major result
+        if u.stride(1) != 1:  # the caller's layout is dim-major: give the output the same layout
+            out = out.contiguous()
+        return out, _unplanes(last, cplx)
 
     @staticmethod
     def backward(ctx, dout, dlast):
@@ -118,10 +139,10 @@ class _SelectiveScanTriton(torch.autograd.Function):
         b, d, L, N, G, cplx, BN, BD, BT, Lc, K, wb, flags = ctx.cfg
         dev = u_.device
         f32 = dict(device=dev, dtype=torch.float32)
-        sshape = (b, d, N, 2) if cplx else (b, d, N)
-        kshape = (b, d, K, N, 2) if cplx else (b, d, K, N)
-        dout = torch.zeros_like(u_) if dout is None else dout.contiguous()
-        dlast_ = torch.zeros(sshape, **f32) if dlast is None else _real(dlast.to(torch.complex64) if cplx else dlast.float())
+        P = 2 if cplx else 1
+        kshape = (b, K, P, N, d)
+        dout = torch.zeros_like(u_) if dout is None else _time_major(dout)
+        dlast_ = torch.zeros((b, P, N, d), **f32) if dlast is None else _planes(dlast)
         dummy = dout
         grid = (b * (d // BD), K)
         args_in = (u_, dl_, z_ if z_ is not None else dummy, B_, C_, A_,
@@ -133,41 +154,42 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 dummy, oflow, dummy, d, L, N, G, d // G, K, Lc, 1,
                 LOCAL=True, BD=BD, num_warps=wb, **flags)
             gcarry = torch.empty(kshape, **f32)
-            cb = min(64, _next_pow2(b * d))
-            _combine_kernel[(-(-(b * d) // cb),)](
-                oflow, dsum, A_, dlast_, gcarry, b * d, d, N, K, REVERSE=True, CPLX=cplx, BD=cb, BN=BN)
+            cb = min(64, d & -d)
+            _combine_kernel[(b * (d // cb),)](oflow, dsum, A_, dlast_, gcarry, d, N, K,
+                                              REVERSE=True, CPLX=cplx, BD=cb, BN=BN)
         else:
             gcarry = dlast_
         nsub = -(-L // BT)
         cw = (2,) if cplx else ()
-        scratch = torch.empty((b, d, nsub, N) + cw, **f32)
+        scratch = torch.empty((b, nsub, P, N, d), **f32)
         du = torch.empty_like(u_)
         ddelta = torch.empty_like(dl_)
         dz = torch.empty_like(z_) if z_ is not None else None
         nblk = d // BD
-        dBp = torch.empty((b, nblk, N, L) + cw, **f32)
-        dCp = torch.empty((b, nblk, N, L) + cw, **f32)
-        dAp = torch.empty((b, K, d, N) + cw, **f32)
+        dBp = torch.empty((b, nblk, L, N) + cw, **f32)
+        dCp = torch.empty((b, nblk, L, N) + cw, **f32)
+        dAp = torch.empty(kshape, **f32)
         dDp = torch.empty((b, K, d), **f32) if D_ is not None else None
         dbp = torch.empty((b, K, d), **f32) if bias_ is not None else None
-        dh0 = torch.empty(sshape, **f32)
+        dh0 = torch.empty((b, P, N, d), **f32)
         _scan_bwd_kernel[grid](
             *args_in, hstart, gcarry, scratch, du, ddelta, dz if dz is not None else dummy, dBp, dCp, dAp,
             dDp if dDp is not None else dummy, dbp if dbp is not None else dummy, dummy, dh0,
             d, L, N, G, d // G, K, Lc, nsub, LOCAL=False, BD=BD, num_warps=wb, **flags)
-        bdt, cdt, adt, h0dt = ctx.dtypes
+        bdt, cdt, has_h0 = ctx.dtypes
 
-        def _fold(p: Tensor, dt: torch.dtype) -> Tensor:  # (b, nblk, N, L) partials -> (b, G, N, L)
-            s = p.view((b, G, nblk // G, N, L) + cw).sum(2)
-            return torch.view_as_complex(s.contiguous()) if cplx else s.to(dt)
+        def _fold(p: Tensor, dt: torch.dtype) -> Tensor:  # (b, nblk, L, N) partials -> (b, G, N, L)
+            s = p.view((b, G, nblk // G, L, N) + cw).sum(2)
+            s = torch.view_as_complex(s) if cplx else s.to(dt)
+            return s.transpose(-1, -2)
 
         dB, dC = _fold(dBp, bdt), _fold(dCp, cdt)
-        dA = dAp.sum((0, 1))
-        dA = torch.view_as_complex(dA.contiguous()) if cplx else dA
+        dA = _unplanes(dAp.sum((0, 1)), cplx)
         dD = dDp.sum((0, 1)) if dDp is not None else None
         dbias = dbp.sum((0, 1)) if dbp is not None else None
-        dh = (torch.view_as_complex(dh0) if cplx else dh0) if h0dt else None
-        return du, ddelta, dA, dB, dC, dD, dz, dbias, dh, None, None
+        dh = _unplanes(dh0, cplx) if has_h0 else None
+        tr = lambda x: None if x is None else x.transpose(1, 2)  # noqa: E731  (b, d, L) views
+        return tr(du), tr(ddelta), dA, dB, dC, dD, tr(dz), dbias, dh, None, None
 
 
 def selective_scan_triton(
