@@ -184,8 +184,10 @@ def sweep(peer_fn, bw, sfu) -> list[dict]:
 
     base = dict(sst.TUNE)
     res = []
-    for cfg in [{}, {"tile_f": 256}, {"tile_f": 1024}, {"tile_b": 128}, {"tile_b": 512}, {"bt": 16},
-                {"waves": 4}, {"waves": 16}, {"wb": 2}, {"wf": 2}]:
+    cfgs = json.loads(os.environ.get("SWEEP_CFGS", "null")) or [
+        {}, {"tile_f": 1024}, {"tile_f": 1024, "wf": 4}, {"tile_f": 2048, "wf": 4}, {"tile_f": 256},
+        {"tile_b": 512}, {"tile_b": 512, "wb": 8}, {"tile_b": 128}, {"waves": 4}, {"waves": 16}]
+    for cfg in cfgs:
         sst.TUNE.update(base | cfg)
         for shape in [(8, 4096, 2048, False), (1, 256, 1048576, False)]:
             try:

@@ -30,14 +30,14 @@ def build_store(path: Path, n_seq: int = 4, length: int = 16 << 20) -> TokenStor
     return TokenStore(path)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--length", type=int, default=1 << 20)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "windows.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         store = TokenStore(args.store) if args.store else build_store(Path(tmp) / "store")
         ivs = [Interval(n, 0, int(L)) for n, L in zip(store.names, store.lengths)]
@@ -60,7 +60,8 @@ def main() -> None:
           f"p90 {res['p90_ms']:.1f} ms, first {res['first_batch_ms']:.1f} ms (target < 100 ms)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -18,6 +18,6 @@ assert marker in s
 s = s.replace(marker, '    cc_flag = ["-gencode", "arch=compute_90,code=sm_90"]  # H100/H200 only\n' + marker, 1)
 open("setup.py", "w").write(s)
 PY
-MAMBA_FORCE_BUILD=TRUE MAX_JOBS=16 pip install -q --no-build-isolation --no-deps --no-index --target "$DEST" .
+MAMBA_FORCE_BUILD=TRUE MAX_JOBS=16 python3 -m pip install -q --no-build-isolation --no-deps --no-index --target "$DEST" .
 cp "$SRC"/einops-*.whl "$DEST"/ 2>/dev/null || true
 echo "peer built into $DEST"

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from Bio.SeqIO.FastaIO import SimpleFastaParser
 from tqdm import tqdm
 
 from mambaseq.data.dna import encode, soft_mask_runs
@@ -44,6 +43,8 @@ def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
     Raises ValueError naming the file when it is not FASTA (text before the first '>' or no record),
     when a record is empty, or when two records share an id.
     """
+    from Bio.SeqIO.FastaIO import SimpleFastaParser  # only parsing needs Biopython
+
     path = Path(path)
     with open_text(path) as handle:
         first = ""

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from Bio import AlignIO
 from tqdm import tqdm
 
 from mambaseq.data.dna import encode, soft_mask_runs
@@ -85,6 +84,8 @@ def prepare_maf(
         species: keep only these common names (default: every species in the file).
         keep_mask: keep lower-case runs as a separate soft-mask (never in the tokens).
     """
+    from Bio import AlignIO  # here, not at the top: reading prepared stores must not need Biopython
+
     maf_path = Path(maf_path)
     params = {"region_size": region_size, "fractions": list(fractions), "seed": seed,
               "species": list(species) if species else None, "keep_mask": keep_mask}

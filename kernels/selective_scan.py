@@ -149,13 +149,12 @@ def _selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplu
     ft = _compute_dtype(u)
     ct = torch.complex128 if ft == torch.float64 else torch.complex64
     sdt = ct if A.is_complex() else ft
-    uf = u.to(ft).contiguous()
+    uf = u.to(ft)
     dt = delta.to(ft)
     if delta_bias is not None:
         dt = dt + delta_bias.to(ft)[:, None]
     if delta_softplus:
         dt = F.softplus(dt)
-    dt = dt.contiguous()  # the core's (b d S N) buffers take their layout from delta
     Bt = B.to(sdt)
     Ct = C.to(sdt)
     h0 = initial_state.to(sdt) if initial_state is not None else uf.new_zeros(b, d, n, dtype=sdt)

@@ -200,11 +200,12 @@ def _decay_and_input(dl: Tensor, du: Tensor, At: Tensor, Bs: Tensor, a_out: Tens
     torch.mul(du.view(T, nc, b, 1, g, d // g), Bs.unsqueeze(-1), out=x_out.view(T, nc, b, n, g, d // g))
 
 
-def _sum_over_channels(X: Tensor, v: Tensor, g: int) -> Tensor:
-    """sum_c X[..., n, c] v[..., c] within each group: X (T nc b N d), v (T nc b d) -> (T nc b N g)."""
+def _sum_over_channels(X: Tensor, v: Tensor, g: int, out: Tensor) -> Tensor:
+    """sum_c X[..., n, c] v[..., c] within each group: X (T nc b N d), v (T nc b d) -> (T nc b N g).
+    ``out`` is a (T nc b N d) scratch buffer. (A contiguous row reduction beats a batched matvec here.)"""
     T, nc, b, n, d = X.shape
-    Xg = X.view(T * nc * b, n, g, d // g).transpose(1, 2)  # (x g N dg)
-    return torch.matmul(Xg, v.reshape(T * nc * b, g, d // g, 1)).view(T, nc, b, g, n).transpose(3, 4)
+    prod = torch.mul(X.view(T, nc, b, n, g, d // g), v.view(T, nc, b, 1, g, d // g), out=out.view(T, nc, b, n, g, -1))
+    return prod.sum(-1)
 
 
 class _ScanCore(torch.autograd.Function):
@@ -298,8 +299,8 @@ class _ScanCore(torch.autograd.Function):
             Q = (tmp.real if cplx else tmp).sum(3).view(T, nc, b, d)
             torch.mul(dl, Q, out=gu_tm[i])
             torch.addcmul(gdl, u_tm[i], Q, out=gdl_tm[i])
-            gB_tm[i] = _sum_over_channels(gh, du.to(gh.dtype), g)
-            gC_tm[i] = _sum_over_channels(h.conj(), gys.to(h.dtype), g)
+            gB_tm[i] = _sum_over_channels(gh, du, g, tmp)
+            gC_tm[i] = _sum_over_channels(h.conj(), gys, g, tmp)
         gB = _from_time_major(gB_tm, L).transpose(1, 2)
         gC = _from_time_major(gC_tm, L).transpose(1, 2)
         return (_from_time_major(gu_tm, L), _from_time_major(gdl_tm, L), gAt.t(), gB, gC, G.transpose(1, 2))

@@ -9,20 +9,27 @@ the backward re-runs the recurrence from them (plus a transient checkpoint every
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
+import triton
 from torch import Tensor
 
 from .backend import triton_interpret
-from .selective_scan_triton_kernels import _combine_kernel, _scan_bwd_kernel, _scan_fwd_kernel
+from .selective_scan_triton_kernels import _combine_kernel, _scan_bwd_kernel, _scan_fwd_kernel, _transpose_kernel
 
 # Launch parameters; None = the heuristics in _plan. The benchmark's --sweep overrides them to tune.
 TUNE: dict[str, int | None] = {
-    "bt": 8,  # time steps unrolled per inner block (and backward checkpoint spacing)
+    "bt": 8,  # time steps unrolled per inner block, forward
+    "bt_b": 4,  # backward: steps held in registers per sub-chunk (and checkpoint spacing)
     "min_chunk": 1024,  # shortest time chunk worth an extra local pass on the GPU
+    "k1_min": 3,  # programs per SM from which time is not chunked (chunking costs a second pass)
     "waves": 8,  # programs per SM the chunking aims for
-    "tile_f": 512, "tile_b": 256,  # BD*BN elements per program, forward / backward
-    "bd_f": None, "bd_b": None, "wf": None, "wb": None,
+    "scalar_d": 0,  # 1: one channel per thread (see _prologue in the kernels); measured slower
+    "tile_f": 512, "tile_b": 512,  # BD*BN elements per program, forward / backward
+    # One warp a program: the (N, BD) tile then never spans warps, so the per-step sums over N and
+    # over channels are in-thread + shuffles, never a shared-memory round trip with a barrier.
+    "wf": 1, "wb": 1, "bd_f": None, "bd_b": None,
 }
 
 
@@ -36,7 +43,7 @@ def _next_pow2(x: int) -> int:
 
 
 def _plan(b: int, d: int, L: int, dpg: int, N: int, device: torch.device, chunk_len: int | None):
-    """Block sizes and time chunking: (BN, BD_fwd, BD_bwd, BT, Lc, K, warps_fwd, warps_bwd)."""
+    """Block sizes and time chunking: (BN, BD_fwd, BD_bwd, (BT_fwd, BT_bwd), Lc, K, warps_fwd, warps_bwd)."""
     BN = _next_pow2(N)
     pow2_div = dpg & -dpg  # a program's channels must lie in one group of B/C
     interp = device.type != "cuda" or triton_interpret()
@@ -45,30 +52,48 @@ def _plan(b: int, d: int, L: int, dpg: int, N: int, device: torch.device, chunk_
     else:
         bd_f = min(pow2_div, TUNE["bd_f"] or max(1, TUNE["tile_f"] // BN))
         bd_b = min(pow2_div, TUNE["bd_b"] or max(1, TUNE["tile_b"] // BN))
-    BT = TUNE["bt"]
+    BT = (TUNE["bt"], TUNE["bt_b"])
     if chunk_len is None:
         if interp:
             chunk_len = L
         else:
-            target = TUNE["waves"] * _num_sms(device.index or 0)  # programs needed to fill the GPU
-            K = min(-(-target // (b * (d // bd_f))), max(1, L // TUNE["min_chunk"]))
+            sms, progs = _num_sms(device.index or 0), b * (d // bd_f)
+            K = 1 if progs >= TUNE["k1_min"] * sms else -(-TUNE["waves"] * sms // progs)
+            K = min(K, max(1, L // TUNE["min_chunk"]))
             chunk_len = -(-L // max(1, K))
-    Lc = -(-max(1, chunk_len) // BT) * BT
+    step = max(BT)  # both are powers of two: chunks start on forward and backward block edges
+    Lc = -(-max(1, chunk_len) // step) * step
     K = -(-L // Lc)
-    wf = TUNE["wf"] or max(1, min(8, bd_f * BN // 128))
-    wb = TUNE["wb"] or max(1, min(8, bd_b * BN // 128))
+    wf = 4 if interp else TUNE["wf"]
+    wb = 4 if interp else TUNE["wb"]
     return BN, bd_f, bd_b, BT, Lc, K, wf, wb
+
+
+def _swap(x: Tensor) -> Tensor:
+    """Contiguous (b, R, C) -> contiguous (b, C, R) with a tiled Triton transpose (torch's strided
+    copy runs at a fraction of the bandwidth for these shapes: measured 25 ms for (1, 256, 2^20))."""
+    b, R, C = x.shape
+    out = torch.empty((b, C, R), device=x.device, dtype=x.dtype)
+    if x.numel():
+        _transpose_kernel[(b, triton.cdiv(R, 64), triton.cdiv(C, 64))](x, out, R, C, BR=64, BC=64, num_warps=4)
+    return out
 
 
 def _time_major(x: Tensor | None) -> Tensor | None:
     """(b, d, L) -> contiguous (b, L, d); free when x is already a transposed time-major tensor."""
-    return None if x is None else x.transpose(1, 2).contiguous()
+    if x is None:
+        return None
+    xt = x.transpose(1, 2)
+    if xt.is_contiguous():
+        return xt
+    return _swap(x.contiguous()) if x.device.type == "cuda" else xt.contiguous()
 
 
 def _bc(x: Tensor) -> Tensor:
-    """B/C (b, g, N, L) -> time-major (b, g, L, N) [, 2 for complex as float32 (re, im)]."""
+    """B/C (b, g, N, L) -> time-major float32 (b, g, L, N) [, 2 for complex (re, im)]. float32 so a
+    step's N values are one vector load and no per-element conversion (B/C are small: no d axis)."""
     xt = x.transpose(-1, -2)
-    return torch.view_as_real(xt.to(torch.complex64).contiguous()) if x.is_complex() else xt.contiguous()
+    return torch.view_as_real(xt.to(torch.complex64).contiguous()) if x.is_complex() else xt.float().contiguous()
 
 
 def _planes(x: Tensor) -> Tensor:
@@ -95,7 +120,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dev = u.device
         BN, bd_f, bd_b, BT, Lc, K, wf, wb = _plan(b, d, L, d // G, N, dev, chunk_len)
         u_, dl_, z_ = _time_major(u), _time_major(delta), _time_major(z)
-        A_ = _planes(A)
+        A_ = _planes(A)  # kernels compute exp(dt A) as exp2(dt A log2 e): scale Re(A), out of place
+        A_ = A_ * A_.new_tensor([math.log2(math.e), 1.0][: A_.shape[0]]).view(-1, 1, 1)
         B_, C_ = _bc(B), _bc(C)
         D_ = None if D is None else D.float().contiguous()
         bias_ = None if delta_bias is None else delta_bias.float().contiguous()
@@ -105,7 +131,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         out = torch.empty_like(u_)
         last = torch.empty((b, P, N, d), **f32)
         flags = dict(HAS_Z=z is not None, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
-                     SOFTPLUS=bool(softplus), CPLX=cplx, BN=BN, BT=BT)
+                     SOFTPLUS=bool(softplus), CPLX=cplx, BN=BN, SCALAR_D=bool(TUNE["scalar_d"]), EVEN_N=N == BN)
         dummy = out  # stands in for absent optional pointers (never dereferenced)
         kshape = (b, K, P, N, d)
         if K > 1:
@@ -113,8 +139,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
             dsum = torch.empty((b, K, d), **f32)
             _scan_fwd_kernel[(b * (d // bd_f), K)](
                 u_, dl_, dummy, B_, C_, A_, dummy, bias_ if bias_ is not None else dummy,
-                dummy, dummy, hend, dsum, dummy, d, L, N, G, d // G, K, Lc,
-                LOCAL=True, BD=bd_f, num_warps=wf, **flags)
+                dummy, dummy, hend, dsum, dummy, d, L, N, G, d // G, K, Lc, 0,
+                LOCAL=True, BD=bd_f, BT=BT[0], num_warps=wf, **flags)
             hstart = torch.empty(kshape, **f32)
             cb = min(64, d & -d)
             _combine_kernel[(b * (d // cb),)](hend, dsum, A_, h0_, hstart, d, N, K,
@@ -124,13 +150,14 @@ class _SelectiveScanTriton(torch.autograd.Function):
         _scan_fwd_kernel[(b * (d // bd_f), K)](
             u_, dl_, z_ if z_ is not None else dummy, B_, C_, A_, D_ if D_ is not None else dummy,
             bias_ if bias_ is not None else dummy, hstart, out, dummy, dummy, last,
-            d, L, N, G, d // G, K, Lc, LOCAL=False, BD=bd_f, num_warps=wf, **flags)
+            d, L, N, G, d // G, K, Lc, 0, LOCAL=False, BD=bd_f, BT=BT[0], num_warps=wf, **flags)
         ctx.save_for_backward(u_, dl_, z_, B_, C_, A_, D_, bias_, hstart, dsum)
         ctx.cfg = (b, d, L, N, G, cplx, BN, bd_b, BT, Lc, K, wb, flags)
         ctx.dtypes = (B.dtype, C.dtype, h0 is not None)
-        out = out.transpose(1, 2)  # (b, d, L) view of the time-major result
-        if u.stride(1) != 1:  # the caller's layout is dim-major: give the output the same layout
-            out = out.contiguous()
+        if u.stride(1) != 1 and out.is_cuda:  # the caller's layout is dim-major: give out the same layout
+            out = _swap(out)
+        else:  # (b, d, L) view of the time-major result
+            out = out.transpose(1, 2)
         return out, _unplanes(last, cplx)
 
     @staticmethod
@@ -151,15 +178,15 @@ class _SelectiveScanTriton(torch.autograd.Function):
             oflow = torch.empty(kshape, **f32)
             _scan_bwd_kernel[grid](
                 *args_in, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy,
-                dummy, oflow, dummy, d, L, N, G, d // G, K, Lc, 1,
-                LOCAL=True, BD=BD, num_warps=wb, **flags)
+                dummy, oflow, dummy, d, L, N, G, d // G, K, Lc, 1, 0,
+                LOCAL=True, BD=BD, BT=BT[1], num_warps=wb, **flags)
             gcarry = torch.empty(kshape, **f32)
             cb = min(64, d & -d)
             _combine_kernel[(b * (d // cb),)](oflow, dsum, A_, dlast_, gcarry, d, N, K,
                                               REVERSE=True, CPLX=cplx, BD=cb, BN=BN)
         else:
             gcarry = dlast_
-        nsub = -(-L // BT)
+        nsub = -(-L // BT[1])
         cw = (2,) if cplx else ()
         scratch = torch.empty((b, nsub, P, N, d), **f32)
         du = torch.empty_like(u_)
@@ -175,7 +202,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         _scan_bwd_kernel[grid](
             *args_in, hstart, gcarry, scratch, du, ddelta, dz if dz is not None else dummy, dBp, dCp, dAp,
             dDp if dDp is not None else dummy, dbp if dbp is not None else dummy, dummy, dh0,
-            d, L, N, G, d // G, K, Lc, nsub, LOCAL=False, BD=BD, num_warps=wb, **flags)
+            d, L, N, G, d // G, K, Lc, nsub, 0, LOCAL=False, BD=BD, BT=BT[1], num_warps=wb, **flags)
         bdt, cdt, has_h0 = ctx.dtypes
 
         def _fold(p: Tensor, dt: torch.dtype) -> Tensor:  # (b, nblk, L, N) partials -> (b, G, N, L)

@@ -33,6 +33,7 @@ import triton.language as tl
 
 # Fast trig needs inline PTX, which the interpreter cannot run (read once, at import, like Triton).
 FAST_TRIG = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
+LN2 = tl.constexpr(0.6931471805599453)  # kernels hold Re(A) * log2(e); this undoes it in dA-terms
 
 
 @triton.jit
@@ -41,8 +42,9 @@ def _softplus_sig(x, SOFTPLUS: tl.constexpr):
     if SOFTPLUS:
         e = tl.exp(tl.minimum(x, 20.0))
         w = 1.0 + e
-        lp = tl.where(w == 1.0, e, tl.log(w) * e / (w - 1.0))  # log1p(e) (Goldberg's trick)
-        return tl.where(x > 20.0, x, lp), e / w
+        # log1p(e) without a division: a 4-term series where 1 + e would lose e's digits
+        lp = tl.where(e < 0.01, e * (1.0 - e * (0.5 - e * (0.3333333 - 0.25 * e))), tl.log(w))
+        return tl.where(x > 20.0, x, lp), e / w  # the sigmoid is dead code in the forward
     else:
         return x, x
 
@@ -87,14 +89,25 @@ def _cos_sin(ph):
 
 
 @triton.jit
+def _exp2(x):
+    """2^x: one special-function op on the GPU (flush-to-zero form: no denormal fix-up code)."""
+    if FAST_TRIG:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.exp2(x)
+
+
+@triton.jit
 def _decay(dt, ar, ai, CPLX: tl.constexpr):
-    """a = exp(dt * A) as (re, im) tiles (BN, BD)."""
+    """a = exp(dt * A) as (re, im) tiles (BN, BD). ``ar`` is Re(A) * log2(e) (the wrapper scales it),
+    so the decay is one multiply and one exp2 per lane."""
     if CPLX:
-        mag = tl.exp(dt[None, :] * ar)
+        mag = _exp2(dt[None, :] * ar)
         c, s = _cos_sin(dt[None, :] * ai)
         return mag * c, mag * s
     else:
-        a = tl.exp(dt[None, :] * ar)
+        a = _exp2(dt[None, :] * ar)
         return a, a
 
 
@@ -127,18 +140,32 @@ def _store_state(ptr, base, T2, hr, hi, mask, ND, CPLX: tl.constexpr):
 
 
 @triton.jit
-def _prologue(A_ptr, pid_b, blk, d, N, G, dpg, BD: tl.constexpr, BN: tl.constexpr, CPLX: tl.constexpr):
-    """Channel/state indices, (BN, BD) A tiles, group row of B/C, and the planar state tile offsets."""
-    dch = blk * BD + tl.arange(0, BD)
+def _prologue(A_ptr, pid_b, blk, d, N, G, dpg, xz, BD: tl.constexpr, BN: tl.constexpr, CPLX: tl.constexpr,
+              SCALAR_D: tl.constexpr, EVEN_N: tl.constexpr):
+    """Channel/state indices, (BN, BD) A tiles, group row of B/C, and the planar state tile offsets.
+
+    SCALAR_D: channel lanes are xor-ed with xz (always 0 at run time). The compiler then cannot prove
+    them contiguous, so it gives each thread one channel and all its N states (no vector width along
+    dim) instead of 4 channels x N/4 states: the per-channel work of a step (loads, softplus, gate,
+    store) is then done once per channel rather than once per thread sharing that channel, and the
+    sums over N stay inside a thread. Hardware still coalesces the lanes' neighbouring addresses."""
+    lane = tl.arange(0, BD)
+    if SCALAR_D:
+        lane = lane ^ xz
+    dch = blk * BD + lane
     n = tl.arange(0, BN)
-    nmask = n < N
+    zd = tl.zeros([BD], tl.int32)
+    zn = tl.zeros([BN], tl.int32)
+    # N == BN: an all-true mask the compiler sees as uniform, so a step's B/C load is one vector load
+    if EVEN_N:
+        nmask = zn == 0
+    else:
+        nmask = n < N
     m2 = nmask[:, None] & (dch < d)[None, :]
     T2 = n[:, None] * d + dch[None, :]  # (N, d) planes, d contiguous
     ND = N * d
     ar, ai = _load_state(A_ptr, 0, T2, m2, ND, CPLX)  # A is passed as planar (re, [im]) x (N, d)
     bg = pid_b * G + (blk * BD) // dpg  # BD divides channels-per-group: one B/C group per program
-    zd = tl.zeros([BD], tl.int32)
-    zn = tl.zeros([BN], tl.int32)
     return dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn
 
 
@@ -146,16 +173,17 @@ def _prologue(A_ptr, pid_b, blk, d, N, G, dpg, BD: tl.constexpr, BN: tl.constexp
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, z_ptr, b_ptr, c_ptr, A_ptr, D_ptr, bias_ptr,
     hstart_ptr, out_ptr, hend_ptr, dsum_ptr, last_ptr,
-    d, L, N, G, dpg, K, Lc,
+    d, L, N, G, dpg, K, Lc, xz,
     LOCAL: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, CPLX: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, BT: tl.constexpr,
+    SCALAR_D: tl.constexpr, EVEN_N: tl.constexpr,
 ):
     """LOCAL: chunk end state from h=0 and sum(dt) -> hend, dsum.  Else: out + last state from hstart."""
     nblk = d // BD
     pid_b = tl.program_id(0) // nblk
     blk = tl.program_id(0) % nblk
     k = tl.program_id(1)
-    dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn = _prologue(A_ptr, pid_b, blk, d, N, G, dpg, BD, BN, CPLX)
+    dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn = _prologue(A_ptr, pid_b, blk, d, N, G, dpg, xz, BD, BN, CPLX, SCALAR_D, EVEN_N)
     cw = 2 if CPLX else 1
     P = 2 if CPLX else 1
     kb = (pid_b * K + k).to(tl.int64) * (P * ND)  # this chunk's (P, N, d) state slot
@@ -248,9 +276,10 @@ def _scan_bwd_kernel(
     u_ptr, delta_ptr, z_ptr, b_ptr, c_ptr, A_ptr, D_ptr, bias_ptr, dout_ptr,
     hstart_ptr, gcarry_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, oflow_ptr, dh0_ptr,
-    d, L, N, G, dpg, K, Lc, NSUB,
+    d, L, N, G, dpg, K, Lc, NSUB, xz,
     LOCAL: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, CPLX: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, BT: tl.constexpr,
+    SCALAR_D: tl.constexpr, EVEN_N: tl.constexpr,
 ):
     """LOCAL: adjoint state leaving each chunk to the left, from a zero gradient at its right end.
     Else: all gradients of chunk k, given the gradient entering from its right (gcarry)."""
@@ -258,7 +287,7 @@ def _scan_bwd_kernel(
     pid_b = tl.program_id(0) // nblk
     blk = tl.program_id(0) % nblk
     k = tl.program_id(1)
-    dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn = _prologue(A_ptr, pid_b, blk, d, N, G, dpg, BD, BN, CPLX)
+    dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn = _prologue(A_ptr, pid_b, blk, d, N, G, dpg, xz, BD, BN, CPLX, SCALAR_D, EVEN_N)
     cw = 2 if CPLX else 1
     P = 2 if CPLX else 1
     kb = (pid_b * K + k).to(tl.int64) * (P * ND)
@@ -375,7 +404,7 @@ def _scan_bwd_kernel(
                     wi = gi * qr - gr * qi
                     dA_r += wr * dt[None, :]
                     dA_i += wi * dt[None, :]
-                    ddt = tl.sum(wr * ar + wi * ai, axis=0)
+                    ddt = tl.sum(wr * ar * LN2 + wi * ai, axis=0)
                     Q = tl.sum(gr * br[:, None] + gi * bi[:, None], axis=0)
                     tl.store(dB_ptr + po, tl.sum(gr * dtu, axis=1), mask=mn)
                     tl.store(dB_ptr + po + 1, tl.sum(gi * dtu, axis=1), mask=mn)
@@ -386,7 +415,7 @@ def _scan_bwd_kernel(
                     gr = Gr + sdy * cr[:, None]
                     w = gr * (a_r * pr)
                     dA_r += w * dt[None, :]
-                    ddt = tl.sum(w * ar, axis=0)
+                    ddt = tl.sum(w * ar, axis=0) * LN2
                     Q = tl.sum(gr * br[:, None], axis=0)
                     tl.store(dB_ptr + po, tl.sum(gr * dtu, axis=1), mask=mn)
                     tl.store(dC_ptr + po, tl.sum(sdy * hr, axis=1), mask=mn)
@@ -410,3 +439,16 @@ def _scan_bwd_kernel(
             tl.store(dbias_ptr + pk, dbias)
         if k == 0:
             _store_state(dh0_ptr, pid_b.to(tl.int64) * (P * ND), T2, Gr, Gi, m2, ND, CPLX)
+
+
+@triton.jit
+def _transpose_kernel(src_ptr, dst_ptr, R, C, BR: tl.constexpr, BC: tl.constexpr):
+    """dst[b, c, r] = src[b, r, c] for (batch, R, C) -> (batch, C, R); both sides coalesced (the
+    compiler stages the tile through shared memory between the load and the store layouts)."""
+    pid_b = tl.program_id(0)
+    r = tl.program_id(1) * BR + tl.arange(0, BR)
+    c = tl.program_id(2) * BC + tl.arange(0, BC)
+    m = (r < R)[:, None] & (c < C)[None, :]
+    base = pid_b.to(tl.int64) * R * C
+    x = tl.load(src_ptr + base + r[:, None].to(tl.int64) * C + c[None, :], mask=m)
+    tl.store(dst_ptr + base + c[None, :].to(tl.int64) * R + r[:, None], x, mask=m)

@@ -1,7 +1,7 @@
 """Command line: ``mambaseq <command> ...`` (same as ``python -m mambaseq``).
 
 Each pipeline lives in its own module exposing ``add_parser(subparsers)`` and ``run(args) -> int``; this
-file only wires them, importing a module when its command runs so ``mambaseq --help`` stays fast.
+file only wires them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 # command -> module with add_parser/run
 PIPELINES = {
     "apes": "mambaseq.pipelines.apes",
+    "audio": "mambaseq.pipelines.audio",
+    "pretrain": "mambaseq.pipelines.pretrain",
 }
 
 BENCHES = {

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from mambaseq.config import MambaConfig
-from mambaseq.data import VOCAB, RandomWindows, TiledWindows, TokenStore, rc_augment, split_intervals
+from mambaseq.data import (VOCAB, Interval, RandomWindows, TiledWindows, TokenStore, rc_augment, read_bed,
+                           split_intervals, write_bed)
 from mambaseq.model import MambaForSequenceClassification, load_pretrained
 from mambaseq.training import TrainConfig, autocast_context, classification_loss, latest_checkpoint, resolve_device
 from mambaseq.training import train as train_loop
 
-from .apes_report import classification_metrics, plot_accuracy_vs_length, write_json, write_report
+from .apes_report import classification_metrics, kmer_baseline, plot_accuracy_vs_length, write_json, write_report
 
 Config = dict[str, Any]
 
@@ -65,10 +66,37 @@ def prepare(cfg: Config) -> TokenStore:
                         fractions=tuple(d["fractions"]), seed=int(d["seed"]), sim_length=int(d["sim_length"]))
 
 
+def load_splits(cfg: Config, store: TokenStore) -> dict[str, list[Interval]]:
+    """train/val/test intervals: from ``data.split_bed`` (BED, split in the name column) if given, else the
+    splits recorded in the store at preparation (by homologous region or held-out chromosome)."""
+    bed = cfg["data"].get("split_bed")
+    if not bed:
+        return split_intervals(store, by="store")
+    out: dict[str, list[Interval]] = {"train": [], "val": [], "test": []}
+    for iv in read_bed(bed):
+        if iv.split not in out:
+            raise ValueError(f"{bed}: split (4th column) must be train/val/test, got {iv.split!r} for {iv}")
+        out[iv.split].append(iv)
+    return out
+
+
 def build_model(cfg: Config, n_labels: int) -> MambaForSequenceClassification:
     m = dict(cfg["model"])
     size = m.pop("size")
     return MambaForSequenceClassification(MambaConfig.from_name(size, vocab_size=len(VOCAB), num_labels=n_labels, **m))
+
+
+def _baseline(cfg: Config, store: TokenStore, splits: dict[str, list[Interval]], test: TiledWindows,
+              seq_len: int) -> float | None:
+    """Test accuracy of a 4-mer logistic regression trained on random train windows (same split)."""
+    n_tokens = int(cfg["eval"].get("baseline_train_tokens") or 0)
+    if n_tokens <= 0:
+        return None
+    n = max(8 * len(store.label_names), n_tokens // seq_len)
+    x, y = RandomWindows(store, splits["train"], seq_len, seed=int(cfg["seed"]) + 1, balance_labels=True).batch(0, n)
+    tx, ty = zip(*[(a.numpy(), b.numpy()) for a, b in test.batches(256)])
+    pred = kmer_baseline(x.numpy(), y.numpy(), np.concatenate(tx))
+    return float((pred == np.concatenate(ty)).mean())
 
 
 def _predict(model: torch.nn.Module, windows: TiledWindows, batch_size: int, device: torch.device,
@@ -93,9 +121,11 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
     """Train a classifier on the train split; validate on val windows. Returns the run directory."""
     store = store or prepare(cfg)
     seq_len = seq_len or seq_lens(cfg)[0]
-    splits = split_intervals(store, by="store")
+    splits = load_splits(cfg, store)
     seed = int(cfg["seed"])
-    tcfg = TrainConfig.from_dict({**cfg["train"], "seq_len": seq_len, "seed": seed})
+    tps = cfg["data"].get("tokens_per_step")  # several lengths at equal tokens per step
+    batch = max(1, int(tps) // seq_len) if tps else int(cfg["train"]["batch_size"])
+    tcfg = TrainConfig.from_dict({**cfg["train"], "seq_len": seq_len, "seed": seed, "batch_size": batch})
     base = RandomWindows(store, splits["train"], seq_len, seed=seed, balance_labels=True)
     by_len: dict[int, RandomWindows] = {seq_len: base}
     rc = bool(cfg["data"]["rc_augment"])
@@ -119,6 +149,7 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
     torch.manual_seed(seed)
     model = build_model(cfg, len(store.label_names))
     out = run_dir(cfg, store, seq_len)
+    write_bed([iv for name in ("train", "val", "test") for iv in splits[name]], out / "splits.bed")
     print(f"training {cfg['model']['size']} ({sum(p.numel() for p in model.parameters()):,} params) on "
           f"{seq_len:,}-base windows, {tcfg.max_steps} steps x {tcfg.batch_size} -> {out}")
     res = train_loop(model, classification_loss, batch_fn, tcfg, out, eval_fn=eval_fn, resume=resume,
@@ -140,7 +171,8 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
         raise FileNotFoundError(f"{out}: no checkpoint to evaluate; run `mambaseq apes train` first")
     device = resolve_device(cfg["train"].get("device", "auto"))
     model = load_pretrained(ckpt).to(device)
-    test = TiledWindows(store, split_intervals(store, by="store")["test"], seq_len,
+    splits = load_splits(cfg, store)
+    test = TiledWindows(store, splits["test"], seq_len,
                         max_per_label=int(cfg["eval"]["test_windows_per_class"]), seed=int(cfg["seed"]))
     t0 = time.perf_counter()
     y, p, loss = _predict(model, test, _eval_batch(cfg, seq_len), device, cfg["train"].get("precision", "auto"))
@@ -151,6 +183,7 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
     train_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     from mambaseq.data_prep.apes import describe  # numpy-only import chain
 
+    m["kmer_baseline_accuracy"] = _baseline(cfg, store, splits, test, seq_len)
     m.update(seq_len=seq_len, test_loss=loss, eval_tokens_per_s=len(y) * seq_len / dt, checkpoint=str(ckpt),
              data=describe(store), synthetic=store.synthetic, source=store.source.get("kind"),
              model=cfg["model"], train=train_summary, device=str(device))
@@ -158,8 +191,10 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
     title = (f"great apes, {seq_len:,}-base windows, test acc {m['accuracy']:.3f} "
              f"(chance {m['chance_uniform']:.2f}){syn}")
     write_report(out, y, p, labels, m, title)
+    base = m["kmer_baseline_accuracy"]
+    base_txt = f"; 4-mer logistic-regression baseline {base:.3f}" if base is not None else ""
     print(f"TEST accuracy {m['accuracy']:.3f} vs chance {m['chance_uniform']:.3f} (balanced acc "
-          f"{m['balanced_accuracy']:.3f}) on {len(y)} windows of {seq_len:,} bases from held-out regions; "
+          f"{m['balanced_accuracy']:.3f}{base_txt}) on {len(y)} windows of {seq_len:,} bases from held-out regions; "
           f"{describe(store)} -> {out / 'metrics.json'}")
     return m
 
@@ -173,16 +208,18 @@ def run_all(cfg: Config, resume: bool = False) -> list[dict[str, Any]]:
         train(cfg, L, resume=resume, store=store)
         results.append(evaluate(cfg, L, store=store))
     out = Path(cfg["out_dir"])
-    summary = [{k: r[k] for k in ("seq_len", "accuracy", "balanced_accuracy", "chance_uniform", "n_windows",
-                                  "synthetic", "source")} | {"tokens_per_s": r["train"].get("tokens_per_s"),
-                                                             "peak_memory_gib": r["train"].get("peak_memory_gib")}
-               for r in results]
+    keys = ("seq_len", "accuracy", "balanced_accuracy", "chance_uniform", "kmer_baseline_accuracy", "n_windows",
+            "synthetic", "source")
+    summary = [{k: r[k] for k in keys} | {"tokens_per_s": r["train"].get("tokens_per_s"),
+                                          "peak_memory_gib": r["train"].get("peak_memory_gib")} for r in results]
     write_json({"results": summary, "wall_s": time.perf_counter() - t0}, out / "summary.json")
     if len(results) > 1:
         syn = " [SYNTHETIC]" if store.synthetic else ""
         plot_accuracy_vs_length(results, out / "accuracy_vs_length.png", f"great apes ({store.source.get('kind')}){syn}")
     for r in summary:
-        print(f"  L={r['seq_len']:>8,}  test acc {r['accuracy']:.3f}  (chance {r['chance_uniform']:.3f})  "
+        base = r["kmer_baseline_accuracy"]
+        print(f"  L={r['seq_len']:>8,}  test acc {r['accuracy']:.3f}  (chance {r['chance_uniform']:.3f}, 4-mer baseline "
+              f"{'-' if base is None else f'{base:.3f}'})  "
               f"train {r['tokens_per_s'] or 0:,.0f} tok/s")
     print(f"done in {time.perf_counter() - t0:.0f} s; results in {out}")
     return results

@@ -126,7 +126,7 @@ def test_fasta_source_holds_out_chromosomes(tmp_path, genomes):
     paths = export_fasta(small, tmp_path / "fa", chunk=40_000)
     store = apes_data.prepare_apes("fasta", tmp_path, fasta={sp: str(p) for sp, p in paths.items()},
                                    val_chroms=["simchr2"], test_chroms=["simchr3"], progress=False)
-    assert not store.synthetic or store.source["kind"] == "fasta"
+    assert store.source["kind"] == "fasta" and store.label_names[0] == "human"
     split_of = {r["name"]: r["split"] for r in store.records}
     assert split_of["gorilla/simchr3"] == "test" and split_of["human/simchr2"] == "val"
     assert split_of["bonobo/simchr1"] == "train"

@@ -11,6 +11,15 @@ from mambaseq.model import MambaLMHeadModel
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # sampling runs hundreds of tiny step ops: one thread avoids hand-off overhead on a busy 2-core box
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _rand_logits(*shape):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(torch.seed() % 2**31)) * 3
 

@@ -15,6 +15,15 @@ CASES = [  # (complex, pool, L): L not a multiple of the total pool on purpose, 
 IDS = [f"{'cplx' if c else 'real'}-pool{'x'.join(map(str, p))}-L{L}" for c, p, L in CASES]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # hundreds of tiny step ops: one thread avoids hand-off overhead (and noisy timings on a busy CI box)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _model(complex_, pool):
     torch.manual_seed(torch.seed() % 2**31)
     return SaShiMiLM(SaShiMiConfig(d_model=8, n_layer=1, d_state=4, pool=pool, complex=complex_)).eval()

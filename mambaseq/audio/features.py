@@ -37,6 +37,8 @@ class LogMel(torch.nn.Module):
         self.register_buffer("fb", mel_filterbank(n_mels, n_fft, sample_rate), persistent=False)
 
     def forward(self, wav: Tensor) -> Tensor:
+        if wav.shape[-1] < self.n_fft:  # STFT's reflect padding needs at least one window: pad short clips
+            wav = torch.nn.functional.pad(wav, (0, self.n_fft - wav.shape[-1]))
         spec = torch.stft(wav.float(), self.n_fft, self.hop, window=self.window, return_complex=True)
         power = spec.real.square() + spec.imag.square()  # (b, n_fft/2+1, frames)
         return torch.log(self.fb @ power + 1e-6)

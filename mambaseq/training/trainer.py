@@ -168,8 +168,9 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
         torch.manual_seed(cfg.seed)
     train_model = model
     if dist:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+        ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     logger = MetricsLogger(run_dir, cfg.tensorboard, resume_step=start if ckpt else None, enabled=is_main)
     schedule = cfg.seq_schedule()
     state_extra = {"train_config": dataclasses.asdict(cfg), **dict(extra_state or {})}

@@ -1,0 +1,106 @@
+"""Great-apes pipeline end to end on tiny simulated data with the debug model (Hydra configs)."""
+
+import json
+
+import pytest
+
+from mambaseq.pipelines import apes
+
+
+def tiny_overrides(tmp_path, *extra):
+    return [
+        "model=debug", "data.source=simulated", f"data.out_root={tmp_path}/data", f"out_dir={tmp_path}/runs",
+        "data.sim_length=60000", "data.region_size=12000", "train.max_steps=6", "train.batch_size=4",
+        "train.warmup_steps=2", "train.ckpt_every=3", "train.progress=false", "eval.test_windows_per_class=6",
+        "eval.val_windows_per_class=4", "eval.baseline_train_tokens=20000", *extra,
+    ]
+
+
+def test_run_writes_reports_for_several_lengths(tmp_path, capsys):
+    cfg = apes.load_config(tiny_overrides(tmp_path, "data.seq_lens=[128,256]"))
+    results = apes.run_all(cfg)
+    assert [r["seq_len"] for r in results] == [128, 256]
+    out = capsys.readouterr().out
+    assert "SYNTHETIC" in out and "TEST accuracy" in out and "chance 0.200" in out
+    for L in (128, 256):
+        d = tmp_path / "runs" / f"simulated_debug_L{L}"
+        m = json.loads((d / "metrics.json").read_text())
+        assert m["synthetic"] is True and "SYNTHETIC" in m["data"]
+        assert m["n_windows"] == 5 * 6 and m["chance_uniform"] == pytest.approx(0.2)
+        assert 0 <= m["accuracy"] <= 1 and len(m["confusion_matrix"]) == 5
+        assert 0 <= m["kmer_baseline_accuracy"] <= 1
+        assert "orangutan" in (d / "classification_report.txt").read_text()
+        assert (d / "confusion_matrix.png").stat().st_size > 1000
+        assert (d / "checkpoints").is_dir() and (d / "metrics.csv").is_file()
+    assert (tmp_path / "runs" / "accuracy_vs_length.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
+    assert [r["seq_len"] for r in summary["results"]] == [128, 256]
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    cfg = apes.load_config(tiny_overrides(tmp_path, "data.seq_len=128"))
+    d = apes.train(cfg)
+    first = (d / "metrics.csv").read_text()
+    cfg_more = apes.load_config(tiny_overrides(tmp_path, "data.seq_len=128", "train.max_steps=8"))
+    apes.train(cfg_more, resume=True)
+    lines = (d / "metrics.csv").read_text().splitlines()
+    assert lines[: len(first.splitlines())] == first.splitlines()  # earlier rows kept, new steps appended
+    assert any(l.startswith("8,") for l in lines)
+
+
+def test_cli_and_config_overrides(tmp_path, capsys):
+    assert apes.main(["show-config", "model=small", "data.seq_len=4096"]) == 0
+    out = capsys.readouterr().out
+    assert "size: small" in out and "seq_len: 4096" in out
+    cfg = apes.load_config(["experiment=apes_gpu"])
+    assert cfg["data"]["seq_lens"] == [4096, 65536] and cfg["train"]["seq_len_warmup"] is True
+    assert cfg["data"]["tokens_per_step"] == 262144 and cfg["model"]["size"] == "small"
+    with pytest.raises(Exception, match="model"):
+        apes.load_config(["model=nonexistent"])
+
+
+def test_evaluate_without_training_says_so(tmp_path):
+    cfg = apes.load_config(tiny_overrides(tmp_path, "data.seq_len=128"))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        apes.evaluate(cfg)
+
+
+def test_prepared_store_needs_no_biopython(tmp_path):
+    """A GPU machine may lack Biopython: training/evaluating from a prepared store must not import it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'Bio' or name.startswith('Bio.'): raise ImportError('Biopython blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from mambaseq.pipelines import apes\n"
+        "from mambaseq.data_prep.apes import describe, prepare_apes\n"
+        f"store = prepare_apes('simulated', r'{tmp_path}', sim_length=30000, region_size=6000, progress=False)\n"
+        "print(describe(store))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "SYNTHETIC" in out.stdout
+
+
+def test_split_bed_overrides_store_splits(tmp_path):
+    from mambaseq.data import Interval, read_bed, write_bed
+
+    cfg = apes.load_config(tiny_overrides(tmp_path, "data.seq_len=128", "train.max_steps=2"))
+    store = apes.prepare(cfg)
+    names = [r["name"] for r in store.records if r["region"] == 0]
+    ivs = [Interval(n, 0, 2000, "train") for n in names] + [Interval(n, 2000, 2000 + 128 * 3, "val") for n in names]
+    ivs += [Interval(n, 4000, 4000 + 128 * 2, "test") for n in names]
+    write_bed(ivs, tmp_path / "splits.bed")
+    cfg["data"]["split_bed"] = str(tmp_path / "splits.bed")
+    d = apes.train(cfg, store=store)
+    assert read_bed(d / "splits.bed") == ivs  # the run records the splits it used
+    m = apes.evaluate(cfg, store=store)
+    assert m["n_windows"] == 2 * len(names)  # exactly the tiled windows of the BED's test intervals
+    write_bed([Interval(names[0], 0, 500, "holdout")], tmp_path / "bad.bed")
+    cfg["data"]["split_bed"] = str(tmp_path / "bad.bed")
+    with pytest.raises(ValueError, match="must be train/val/test"):
+        apes.train(cfg, store=store)
