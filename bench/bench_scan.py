@@ -101,9 +101,10 @@ def make_scan_inputs(b: int, d: int, L: int, cplx: bool, gen: torch.Generator) -
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
+    a, b = a.detach(), b.detach()
     if a.is_complex() or b.is_complex():
         a, b = torch.view_as_real(a.to(torch.complex128)), torch.view_as_real(b.to(torch.complex128))
+    a, b = a.double(), b.double()
     return ((a - b).norm() / a.norm().clamp_min(1e-30)).item()
 
 

@@ -53,13 +53,19 @@ def causal_conv1d_ref(
     """
     ct = torch.float64 if x.dtype == torch.float64 else torch.float32
     L, width = x.shape[-1], weight.shape[1]
-    out = F.conv1d(
-        x.to(ct), weight.to(ct).unsqueeze(1), None if bias is None else bias.to(ct),
-        padding=width - 1, groups=x.shape[1],
-    )[..., :L]
+    # Computed as `width` shifted multiply-adds over (batch, L, dim) rows rather than F.conv1d: the result
+    # is a (batch, dim, L) view of time-major memory, which is the layout the selective scan (and the
+    # Mamba block's in_proj output) already has, so no transpose copies are needed on either side.
+    xp = F.pad(x.transpose(1, 2).to(ct), (0, 0, width - 1, 0))  # (b, width-1+L, dim), causal left pad
+    w = weight.to(ct).t()  # (width, dim); tap k multiplies x_{t - (width-1-k)}
+    out = xp[:, width - 1 :] * w[width - 1]
+    for k in range(width - 1):
+        out = torch.addcmul(out, xp[:, k : k + L], w[k])
+    if bias is not None:
+        out = out + bias.to(ct)
     if activation is not None:
         out = F.silu(out)
-    return out.to(x.dtype)
+    return out.transpose(1, 2).to(x.dtype)
 
 
 def causal_conv1d(

@@ -8,15 +8,15 @@ Two functions live here:
   ``torch.autograd.Function`` with a hand-written backward, organised so that it is fast on a CPU and
   bounded in memory for very long sequences:
 
-  - the sequence is cut into *segments* whose (batch, dim, S, N) working set is bounded
-    (``_SEGMENT_ELEMS``), so nothing of size (batch, dim, L, N) is ever allocated for long L;
-  - inside a segment, the linear recurrence h_t = a_t h_{t-1} + x_t runs as a two-level chunked scan:
-    a sequential loop over the T positions of a chunk, vectorised over all chunks at once, then a
-    short loop that carries the state from chunk to chunk, then one fused correction
-    h += cumprod(a) * carry. That is ~T + S/T Python-level steps instead of S, and — unlike the
-    log-space cumsum trick — it never divides by a vanishing product, so it is stable for any decay;
+  - the sequence is cut into *segments* whose working set is bounded (``_SEGMENT_ELEMS``), so nothing of
+    size (batch, dim, L, N) is ever allocated for long L, and the buffers stay in cache;
+  - inside a segment the linear recurrence h_t = a_t h_{t-1} + x_t runs either as a plain loop over
+    time (wide problems: one op per step over all batch*dim*N lanes) or, for narrow ones, as a
+    two-level chunked scan: a loop over the T positions of a chunk vectorised over all chunks, a short
+    chunk-to-chunk carry loop, and one fused correction h += cumprod(a) * carry. Unlike the log-space
+    cumsum trick it never divides by a vanishing product, so it is stable for any decay;
   - the backward recomputes each segment's states from the segment's saved start state (one
-    (batch, dim, N) tensor per segment) and runs the adjoint recurrence with the same chunked scan.
+    (batch, dim, N) tensor per segment) and runs the adjoint recurrence with the same scan.
 
 Conventions are mamba-ssm's ``selective_scan_fn``; shapes after normalisation by
 ``mambaseq.kernels.selective_scan``:
@@ -36,9 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Elements of one (batch, dim, S, N) working buffer per segment. ~2^21 floats (8 MiB) keeps a handful of
-# buffers inside L2+L3 on a laptop-class CPU; measured on the CI machine (bench/scan_cpu.py).
-_SEGMENT_ELEMS = 1 << 21
+# Elements of one (S, b, N, d) working buffer per segment: 2^19 floats (2 MiB) keeps the six backward
+# buffers inside the L3 cache of the CI machine (a sweep of 2^17..2^22 on the LM benchmark, bench_cpu.py,
+# was fastest at 2^18..2^19).
+_SEGMENT_ELEMS = 1 << 19
 
 
 def selective_scan_naive(
@@ -92,8 +93,6 @@ def selective_scan_naive(
 # 8.4 ms for an out-of-place mul of 2^21 floats vs 1.8 ms with out=).
 
 _MIN_ROW = 1 << 15
-# States kept from forward to backward when their total is at most this many elements (512 MiB fp32).
-_KEEP_ELEMS = 1 << 27
 
 
 def _plan(b: int, d: int, n: int, L: int) -> tuple[int, int, int]:
@@ -222,10 +221,6 @@ class _ScanCore(torch.autograd.Function):
         shp, shp6 = (T, nc, b, n, d), (T, nc, b, n, g, dg)
         seg_elems = math.prod(shp)
         ws = _Workspace(3, seg_elems, A.dtype, u.device)
-        # Keep every segment's states for the backward when they fit the budget (saves recomputing the
-        # scan); otherwise the backward recomputes each segment from its saved start state.
-        keep = any(ctx.needs_input_grad) and nseg * seg_elems <= _KEEP_ELEMS
-        hist = torch.empty(nseg, *shp, dtype=A.dtype, device=u.device) if keep else None
         At = A.t().contiguous()
         dl_tm, du_tm = _to_time_major(delta, S, T, nseg), _to_time_major(delta * u, S, T, nseg)
         B_tm, C_tm = _to_time_major(B.transpose(1, 2), S, T, nseg), _to_time_major(C.transpose(1, 2), S, T, nseg)
@@ -233,8 +228,7 @@ class _ScanCore(torch.autograd.Function):
         h = h0.transpose(1, 2).contiguous()  # (b N d)
         starts = []
         for i in range(nseg):
-            a, tmp = ws.get(0, shp), ws.get(2, shp)
-            hs = hist[i] if keep else ws.get(1, shp)
+            a, hs, tmp = (ws.get(k, shp) for k in range(3))
             _decay_and_input(dl_tm[i], du_tm[i], At, B_tm[i], a, hs)
             starts.append(h)
             _scan_inplace(a.view(T, nc, -1), hs.view(T, nc, -1), h.view(-1))
@@ -244,23 +238,23 @@ class _ScanCore(torch.autograd.Function):
             h = hs[last % T, last // T].clone()
         if A.is_complex():
             y_tm *= 2.0
-        ctx.plan = (S, T, nseg, keep)
-        ctx.save_for_backward(u, delta, A, B, C, hist if keep else None, *starts)
+        ctx.plan = (S, T, nseg)
+        ctx.save_for_backward(u, delta, A, B, C, *starts)
         return _from_time_major(y_tm, L), h.transpose(1, 2)
 
     @staticmethod
     def backward(ctx, gy, gh_last):
-        u, delta, A, B, C, hist, *starts = ctx.saved_tensors
+        u, delta, A, B, C, *starts = ctx.saved_tensors
         b, d, L = u.shape
         n, g = A.shape[1], B.shape[1]
         dg = d // g
-        S, T, nseg, keep = ctx.plan
+        S, T, nseg = ctx.plan
         nc = S // T
         shp, shp6 = (T, nc, b, n, d), (T, nc, b, n, g, dg)
         cplx = A.is_complex()
         gy = gy * 2.0 if cplx else gy
         G = gh_last.transpose(1, 2).contiguous() if gh_last is not None else torch.zeros_like(starts[0])
-        ws = _Workspace(4 if keep else 6, math.prod(shp), A.dtype, u.device)
+        ws = _Workspace(6, math.prod(shp), A.dtype, u.device)
         At = A.t().contiguous()
         Atc = At.conj()
         dl_tm, u_tm = _to_time_major(delta, S, T, nseg), _to_time_major(u, S, T, nseg)
@@ -271,17 +265,14 @@ class _ScanCore(torch.autograd.Function):
         gB_tm, gC_tm = torch.empty_like(B_tm), torch.empty_like(C_tm)  # (nseg T nc b N g)
         gAt = torch.zeros_like(At)
         for i in range(nseg - 1, -1, -1):
-            a, x, gh, tmp = (ws.get(k, shp) for k in range(4))
+            a, ac, x, h, gh, tmp = (ws.get(k, shp) for k in range(6))
             dl, du, Bs = dl_tm[i], du_tm[i], B_tm[i]
+            # recompute the segment's states from its saved start state (cheaper on a CPU than keeping
+            # a (L, b, N, d) history: that buffer lives in DRAM and is page-faulted in every step)
             _decay_and_input(dl, du, At, Bs, a, x)
-            if keep:  # states kept by the forward
-                h = hist[i]
-                ac = a.conj_physical_() if cplx else a  # the adjoint recurrence runs with conj(a)
-            else:  # recompute the segment's states from its saved start state
-                h, ac = ws.get(4, shp), ws.get(5, shp)
-                torch.conj_physical(a, out=ac)
-                h.copy_(x)
-                _scan_inplace(a.view(T, nc, -1), h.view(T, nc, -1), starts[i].view(-1))
+            torch.conj_physical(a, out=ac)  # the adjoint recurrence runs with conj(a)
+            h.copy_(x)
+            _scan_inplace(a.view(T, nc, -1), h.view(T, nc, -1), starts[i].view(-1))
             # dL/dh from the readout, then the adjoint recurrence
             gys = gy_tm[i]
             torch.mul(gys.view(T, nc, b, 1, g, dg), C_tm[i].conj().unsqueeze(-1), out=gh.view(shp6))

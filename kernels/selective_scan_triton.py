@@ -16,17 +16,18 @@ import triton
 from torch import Tensor
 
 from .backend import triton_interpret
-from .selective_scan_triton_kernels import _combine_kernel, _scan_bwd_kernel, _scan_fwd_kernel, _transpose_kernel
+from .selective_scan_triton_bwd import _scan_bwd_kernel
+from .selective_scan_triton_kernels import _combine_kernel, _scan_fwd_kernel, _transpose_kernel
 
 # Launch parameters; None = the heuristics in _plan. The benchmark's --sweep overrides them to tune.
 TUNE: dict[str, int | None] = {
-    "bt": 8,  # time steps unrolled per inner block, forward
+    "bt": 4,  # time steps unrolled per inner block, forward (4 measured best, H100)
     "bt_b": 4,  # backward: steps held in registers per sub-chunk (and checkpoint spacing)
     "min_chunk": 1024,  # shortest time chunk worth an extra local pass on the GPU
     "k1_min": 3,  # programs per SM from which time is not chunked (chunking costs a second pass)
-    "waves": 8,  # programs per SM the chunking aims for
+    "waves": 16,  # programs per SM the chunking aims for
     "scalar_d": 0,  # 1: one channel per thread (see _prologue in the kernels); measured slower
-    "tile_f": 512, "tile_b": 512,  # BD*BN elements per program, forward / backward
+    "tile_f": 1024, "tile_b": 512, "tile_b_cplx": 256,  # BD*BN elements per program, forward / backward
     # One warp a program: the (N, BD) tile then never spans warps, so the per-step sums over N and
     # over channels are in-thread + shuffles, never a shared-memory round trip with a barrier.
     "wf": 1, "wb": 1, "bd_f": None, "bd_b": None,
@@ -42,7 +43,7 @@ def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
-def _plan(b: int, d: int, L: int, dpg: int, N: int, device: torch.device, chunk_len: int | None):
+def _plan(b: int, d: int, L: int, dpg: int, N: int, cplx: bool, device: torch.device, chunk_len: int | None):
     """Block sizes and time chunking: (BN, BD_fwd, BD_bwd, (BT_fwd, BT_bwd), Lc, K, warps_fwd, warps_bwd)."""
     BN = _next_pow2(N)
     pow2_div = dpg & -dpg  # a program's channels must lie in one group of B/C
@@ -51,7 +52,7 @@ def _plan(b: int, d: int, L: int, dpg: int, N: int, device: torch.device, chunk_
         bd_f = bd_b = min(pow2_div, 64)
     else:
         bd_f = min(pow2_div, TUNE["bd_f"] or max(1, TUNE["tile_f"] // BN))
-        bd_b = min(pow2_div, TUNE["bd_b"] or max(1, TUNE["tile_b"] // BN))
+        bd_b = min(pow2_div, TUNE["bd_b"] or max(1, TUNE["tile_b_cplx" if cplx else "tile_b"] // BN))
     BT = (TUNE["bt"], TUNE["bt_b"])
     if chunk_len is None:
         if interp:
@@ -118,7 +119,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         G = B.shape[1]
         cplx = A.is_complex()
         dev = u.device
-        BN, bd_f, bd_b, BT, Lc, K, wf, wb = _plan(b, d, L, d // G, N, dev, chunk_len)
+        BN, bd_f, bd_b, BT, Lc, K, wf, wb = _plan(b, d, L, d // G, N, cplx, dev, chunk_len)
         u_, dl_, z_ = _time_major(u), _time_major(delta), _time_major(z)
         A_ = _planes(A)  # kernels compute exp(dt A) as exp2(dt A log2 e): scale Re(A), out of place
         A_ = A_ * A_.new_tensor([math.log2(math.e), 1.0][: A_.shape[0]]).view(-1, 1, 1)
