@@ -69,10 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark")
     p.set_defaults(func=_run_bench)
     for name, module in PIPELINES.items():
-        mod = importlib.import_module(module)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:  # e.g. soundfile on a bare GPU image: the other commands still work
+            p = sub.add_parser(name, help=f"(unavailable here: needs the {e.name!r} package)")
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(func=_missing(name, e.name))
+            continue
         mod.add_parser(sub)
         sub.choices[name].set_defaults(func=mod.run)
     return ap
+
+
+def _missing(command: str, package: str | None):
+    def fail(args: argparse.Namespace) -> int:
+        print(f"error: 'mambaseq {command}' needs the Python package {package!r}, which is not installed here "
+              f"(pip install {package})", file=sys.stderr)
+        return 2
+
+    return fail
 
 
 def main(argv: list[str] | None = None) -> int:
