@@ -132,14 +132,15 @@ def _scan_inplace(a: Tensor, x: Tensor, h0: Tensor) -> None:
     a, x: (T, nc, R) contiguous;  h0: (R,).  With nc == 1, a is left intact.
     """
     T, nc, R = x.shape
+    xs, as_ = x.unbind(0), a.unbind(0)  # all step views in one call (indexing per step costs ~us each)
     if nc == 1:  # plain sequential scan
-        x[0].addcmul_(a[0], h0)
+        xs[0].addcmul_(as_[0], h0)
         for t in range(1, T):
-            x[t].addcmul_(a[t], x[t - 1])
+            xs[t].addcmul_(as_[t], xs[t - 1])
         return
     for t in range(1, T):  # local scans of all nc chunks at once
-        x[t].addcmul_(a[t], x[t - 1])
-        a[t].mul_(a[t - 1])  # a becomes the within-chunk cumulative product
+        xs[t].addcmul_(as_[t], xs[t - 1])
+        as_[t].mul_(as_[t - 1])  # a becomes the within-chunk cumulative product
     carry = torch.empty(nc, R, dtype=x.dtype, device=x.device)
     c = h0
     for k in range(nc):  # chunk to chunk
@@ -155,16 +156,17 @@ def _scan_reverse_inplace(a: Tensor, g: Tensor, g_end: Tensor) -> Tensor:
     Returns a_0 G_0, the gradient flowing into the state before the segment.
     """
     T, nc, R = g.shape
+    gs, as_ = g.unbind(0), a.unbind(0)
     if nc == 1:  # plain sequential scan
-        g[T - 1].add_(g_end)
+        gs[T - 1].add_(g_end)
         for t in range(T - 2, -1, -1):
-            g[t].addcmul_(a[t + 1], g[t + 1])
-        return a[0] * g[0]
+            gs[t].addcmul_(as_[t + 1], gs[t + 1])
+        return as_[0] * gs[0]
     for t in range(T - 2, -1, -1):  # local reverse scans of all chunks at once
-        g[t].addcmul_(a[t + 1], g[t + 1])
+        gs[t].addcmul_(as_[t + 1], gs[t + 1])
     a_first = a[0].clone()  # raw a at each chunk start, needed for the carries
     for t in range(T - 2, -1, -1):
-        a[t].mul_(a[t + 1])  # a_t <- prod_{t' >= t} a_t'  (within the chunk)
+        as_[t].mul_(as_[t + 1])  # a_t <- prod_{t' >= t} a_t'  (within the chunk)
     carry = torch.empty(nc, R, dtype=g.dtype, device=g.device)
     c = g_end
     for k in range(nc - 1, -1, -1):
@@ -270,7 +272,10 @@ class _ScanCore(torch.autograd.Function):
             # recompute the segment's states from its saved start state (cheaper on a CPU than keeping
             # a (L, b, N, d) history: that buffer lives in DRAM and is page-faulted in every step)
             _decay_and_input(dl, du, At, Bs, a, x)
-            torch.conj_physical(a, out=ac)  # the adjoint recurrence runs with conj(a)
+            if cplx or nc > 1:  # the adjoint recurrence runs with conj(a); chunked scans consume a
+                torch.conj_physical(a, out=ac)
+            else:  # real, plain loops: neither scan modifies a
+                ac = a
             h.copy_(x)
             _scan_inplace(a.view(T, nc, -1), h.view(T, nc, -1), starts[i].view(-1))
             # dL/dh from the readout, then the adjoint recurrence
