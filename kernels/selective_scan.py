@@ -155,10 +155,8 @@ def _selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplu
         dt = dt + delta_bias.to(ft)[:, None]
     if delta_softplus:
         dt = F.softplus(dt)
-    Bt = B.to(sdt)
-    Ct = C.to(sdt)
     h0 = initial_state.to(sdt) if initial_state is not None else uf.new_zeros(b, d, n, dtype=sdt)
-    y, last = scan_core_ref(uf, dt, A.to(sdt), Bt, Ct, h0)
+    y, last = scan_core_ref(uf, dt, A.to(sdt), B.to(sdt), C.to(sdt), h0)
     if D is not None:
         y = y + D.to(ft)[:, None] * uf
     if z is not None:
