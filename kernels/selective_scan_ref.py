@@ -30,7 +30,6 @@ Conventions are mamba-ssm's ``selective_scan_fn``; shapes after normalisation by
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -179,16 +178,6 @@ def _scan_reverse_inplace(a: Tensor, g: Tensor, g_end: Tensor) -> Tensor:
     return c
 
 
-class _Workspace:
-    """Reusable flat buffers; ``get(i, shape)`` views the first prod(shape) elements of buffer i."""
-
-    def __init__(self, count: int, numel: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.bufs = [torch.empty(numel, dtype=dtype, device=device) for _ in range(count)]
-
-    def get(self, i: int, shape: tuple[int, ...]) -> Tensor:
-        return self.bufs[i][: math.prod(shape)].view(shape)
-
-
 def _decay_and_input(dl: Tensor, du: Tensor, At: Tensor, Bs: Tensor, a_out: Tensor, x_out: Tensor) -> None:
     """a = exp(delta A), x = delta u B into (T, nc, b, N, d) buffers.
 
@@ -221,8 +210,8 @@ class _ScanCore(torch.autograd.Function):
         S, T, nseg = _plan(b, d, n, L)
         nc = S // T
         shp, shp6 = (T, nc, b, n, d), (T, nc, b, n, g, dg)
-        seg_elems = math.prod(shp)
-        ws = _Workspace(3, seg_elems, A.dtype, u.device)
+        # every segment has the same (padded) shape, so its buffers are allocated once and reused
+        ws = [u.new_empty(shp, dtype=A.dtype) for _ in range(3)]
         At = A.t().contiguous()
         dl_tm, du_tm = _to_time_major(delta, S, T, nseg), _to_time_major(delta * u, S, T, nseg)
         B_tm, C_tm = _to_time_major(B.transpose(1, 2), S, T, nseg), _to_time_major(C.transpose(1, 2), S, T, nseg)
@@ -230,7 +219,7 @@ class _ScanCore(torch.autograd.Function):
         h = h0.transpose(1, 2).contiguous()  # (b N d)
         starts = []
         for i in range(nseg):
-            a, hs, tmp = (ws.get(k, shp) for k in range(3))
+            a, hs, tmp = ws
             _decay_and_input(dl_tm[i], du_tm[i], At, B_tm[i], a, hs)
             starts.append(h)
             _scan_inplace(a.view(T, nc, -1), hs.view(T, nc, -1), h.view(-1))
@@ -256,7 +245,7 @@ class _ScanCore(torch.autograd.Function):
         cplx = A.is_complex()
         gy = gy * 2.0 if cplx else gy
         G = gh_last.transpose(1, 2).contiguous() if gh_last is not None else torch.zeros_like(starts[0])
-        ws = _Workspace(6, math.prod(shp), A.dtype, u.device)
+        ws = [u.new_empty(shp, dtype=A.dtype) for _ in range(6)]
         At = A.t().contiguous()
         Atc = At.conj()
         dl_tm, u_tm = _to_time_major(delta, S, T, nseg), _to_time_major(u, S, T, nseg)
@@ -267,7 +256,7 @@ class _ScanCore(torch.autograd.Function):
         gB_tm, gC_tm = torch.empty_like(B_tm), torch.empty_like(C_tm)  # (nseg T nc b N g)
         gAt = torch.zeros_like(At)
         for i in range(nseg - 1, -1, -1):
-            a, ac, x, h, gh, tmp = (ws.get(k, shp) for k in range(6))
+            a, ac, x, h, gh, tmp = ws
             dl, du, Bs = dl_tm[i], du_tm[i], B_tm[i]
             # recompute the segment's states from its saved start state (cheaper on a CPU than keeping
             # a (L, b, N, d) history: that buffer lives in DRAM and is page-faulted in every step)

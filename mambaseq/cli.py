@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:  # e.g. soundfile on a bare GPU image: the other commands still work
+            if (e.name or "").startswith("mambaseq"):
+                raise  # our own module missing is a bug, not an optional dependency
             p = sub.add_parser(name, help=f"(unavailable here: needs the {e.name!r} package)")
             p.add_argument("rest", nargs=argparse.REMAINDER)
             p.set_defaults(func=_missing(name, e.name))
