@@ -3,7 +3,7 @@
 from .backend import BACKENDS, resolve_backend
 from .selective_scan import selective_scan
 from .selective_scan_ref import scan_core_ref, selective_scan_naive
-from .causal_conv1d import causal_conv1d, causal_conv1d_ref, causal_conv1d_update, causal_conv1d_update_ref
+from .causal_conv1d import causal_conv1d, causal_conv1d_naive, causal_conv1d_ref, causal_conv1d_update, causal_conv1d_update_ref
 from .selective_state_update import selective_state_update, selective_state_update_ref
 
 selective_scan_fn = selective_scan  # mamba-ssm's name, so code can switch by changing an import
@@ -16,6 +16,7 @@ __all__ = [
     "selective_scan_naive",
     "scan_core_ref",
     "causal_conv1d",
+    "causal_conv1d_naive",
     "causal_conv1d_ref",
     "causal_conv1d_update",
     "causal_conv1d_update_ref",

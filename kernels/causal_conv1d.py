@@ -43,29 +43,75 @@ def _validate(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | 
     _check(activation in _ACTIVATIONS, f"activation must be one of {_ACTIVATIONS}; got {activation!r}")
 
 
+def causal_conv1d_naive(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None
+) -> Tensor:
+    """The shortest statement of the op (plain autograd, fp32/fp64): the oracle the tests use."""
+    ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+    L, width = x.shape[-1], weight.shape[1]
+    xp = F.pad(x.to(ct), (width - 1, 0))  # causal left pad
+    out = sum(weight.to(ct)[:, k, None] * xp[:, :, k : k + L] for k in range(width))
+    if bias is not None:
+        out = out + bias.to(ct)[:, None]
+    if activation is not None:
+        out = F.silu(out)
+    return out.to(x.dtype)
+
+
+class _CausalConv1dRef(torch.autograd.Function):
+    """Causal depthwise conv (+ SiLU) over (batch, L, dim) rows with a hand-written backward.
+
+    Every op is a shifted multiply-add over whole time-major rows: no padded copies, and the backward
+    needs no zero-filled (batch, L + width - 1, dim) gradient buffers (what plain autograd through
+    slices allocates per tap), which dominated the block's CPU backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, act):
+        ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+        xt = x.transpose(1, 2).to(ct).contiguous()  # (b, L, dim): a view when x came from a linear layer
+        w = weight.to(ct).t()  # (width, dim); tap width-1-s multiplies x_{t-s}
+        width = w.shape[0]
+        pre = xt * w[width - 1]
+        for s in range(1, min(width, xt.shape[1])):
+            pre[:, s:].addcmul_(xt[:, :-s], w[width - 1 - s])
+        if bias is not None:
+            pre += bias.to(ct)
+        out = F.silu(pre) if act else pre
+        ctx.act, ctx.x_dtype = act, x.dtype
+        ctx.b_dtype = bias.dtype if bias is not None else None
+        ctx.save_for_backward(xt, weight, pre if act else None)
+        return out.transpose(1, 2).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, gout):
+        xt, weight, pre = ctx.saved_tensors
+        ct = xt.dtype
+        g = gout.transpose(1, 2).to(ct).contiguous()
+        if ctx.act:
+            g = torch.ops.aten.silu_backward(g, pre)
+        w = weight.to(ct).t()
+        width, L = w.shape[0], xt.shape[1]
+        gx = g * w[width - 1]
+        gw = torch.zeros_like(w)
+        tmp = torch.empty_like(g)
+        gw[width - 1] = torch.mul(g, xt, out=tmp).sum((0, 1))
+        for s in range(1, min(width, L)):
+            gx[:, :-s].addcmul_(g[:, s:], w[width - 1 - s])
+            gw[width - 1 - s] = torch.mul(g[:, s:], xt[:, :-s], out=tmp[:, s:]).sum((0, 1))
+        gb = g.sum((0, 1)).to(ctx.b_dtype) if ctx.b_dtype is not None else None
+        return gx.transpose(1, 2).to(ctx.x_dtype), gw.t().to(weight.dtype), gb, None
+
+
 def causal_conv1d_ref(
     x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None
 ) -> Tensor:
-    """Reference causal depthwise conv1d in fp32 (fp64 for fp64 x), autograd; out in x's dtype.
-
-    x: (batch, dim, L);  weight: (dim, width);  bias: (dim,) or None;  activation: None | "silu" | "swish".
-    Returns (batch, dim, L).
+    """Reference causal depthwise conv1d in fp32 (fp64 for fp64 x) with a hand-written backward; the
+    CPU path. x: (batch, dim, L);  weight: (dim, width);  bias: (dim,) or None;  activation: None |
+    "silu" | "swish". Returns (batch, dim, L) in x's dtype, laid out (batch, L, dim) in memory (the
+    layout of the Mamba block's in_proj output and of the scan's inputs, so no transposes on either side).
     """
-    ct = torch.float64 if x.dtype == torch.float64 else torch.float32
-    L, width = x.shape[-1], weight.shape[1]
-    # Computed as `width` shifted multiply-adds over (batch, L, dim) rows rather than F.conv1d: the result
-    # is a (batch, dim, L) view of time-major memory, which is the layout the selective scan (and the
-    # Mamba block's in_proj output) already has, so no transpose copies are needed on either side.
-    xp = F.pad(x.transpose(1, 2).to(ct), (0, 0, width - 1, 0))  # (b, width-1+L, dim), causal left pad
-    w = weight.to(ct).t()  # (width, dim); tap k multiplies x_{t - (width-1-k)}
-    out = xp[:, width - 1 :] * w[width - 1]
-    for k in range(width - 1):
-        out = torch.addcmul(out, xp[:, k : k + L], w[k])
-    if bias is not None:
-        out = out + bias.to(ct)
-    if activation is not None:
-        out = F.silu(out)
-    return out.transpose(1, 2).to(x.dtype)
+    return _CausalConv1dRef.apply(x, weight, bias, activation is not None)
 
 
 def causal_conv1d(

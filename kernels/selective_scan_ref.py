@@ -181,12 +181,16 @@ def _scan_reverse_inplace(a: Tensor, g: Tensor, g_end: Tensor) -> Tensor:
 def _decay_and_input(dl: Tensor, du: Tensor, At: Tensor, Bs: Tensor, a_out: Tensor, x_out: Tensor) -> None:
     """a = exp(delta A), x = delta u B into (T, nc, b, N, d) buffers.
 
-    dl, du: (T nc b d);  At: A transposed, (N d);  Bs: (T nc b N g).
+    dl, du: (T nc b d);  At: A transposed, (N d), times log2(e) when real (see ``_decay_exponent``);
+    Bs: (T nc b N g).
     """
     T, nc, b, d = dl.shape
     n, g = Bs.shape[3], Bs.shape[4]
     torch.mul(dl.unsqueeze(3), At, out=a_out)
-    a_out.exp_()
+    if a_out.is_complex():
+        a_out.exp_()
+    else:  # At is pre-scaled by log2(e): exp2 is ~2.5x cheaper than exp on a CPU (measured on the CI VM)
+        a_out.exp2_()
     torch.mul(du.view(T, nc, b, 1, g, d // g), Bs.unsqueeze(-1), out=x_out.view(T, nc, b, n, g, d // g))
 
 
@@ -196,6 +200,15 @@ def _sum_over_channels(X: Tensor, v: Tensor, g: int, out: Tensor) -> Tensor:
     T, nc, b, n, d = X.shape
     prod = torch.mul(X.view(T, nc, b, n, g, d // g), v.view(T, nc, b, 1, g, d // g), out=out.view(T, nc, b, n, g, -1))
     return prod.sum(-1)
+
+
+_LOG2E = 1.4426950408889634
+
+
+def _decay_exponent(A: Tensor) -> Tensor:
+    """A transposed to (N, d) as ``_decay_and_input`` wants it: real A scaled by log2(e) for exp2."""
+    At = A.t().contiguous()
+    return At if At.is_complex() else At * _LOG2E
 
 
 class _ScanCore(torch.autograd.Function):
@@ -212,10 +225,11 @@ class _ScanCore(torch.autograd.Function):
         shp, shp6 = (T, nc, b, n, d), (T, nc, b, n, g, dg)
         # every segment has the same (padded) shape, so its buffers are allocated once and reused
         ws = [u.new_empty(shp, dtype=A.dtype) for _ in range(3)]
-        At = A.t().contiguous()
+        At = _decay_exponent(A)
         dl_tm, du_tm = _to_time_major(delta, S, T, nseg), _to_time_major(delta * u, S, T, nseg)
         B_tm, C_tm = _to_time_major(B.transpose(1, 2), S, T, nseg), _to_time_major(C.transpose(1, 2), S, T, nseg)
         y_tm = u.new_empty(nseg, T, nc, b, d)
+        matvec = g == 1 and not A.is_complex()
         h = h0.transpose(1, 2).contiguous()  # (b N d)
         starts = []
         for i in range(nseg):
@@ -223,8 +237,11 @@ class _ScanCore(torch.autograd.Function):
             _decay_and_input(dl_tm[i], du_tm[i], At, B_tm[i], a, hs)
             starts.append(h)
             _scan_inplace(a.view(T, nc, -1), hs.view(T, nc, -1), h.view(-1))
-            ys = torch.mul(hs.view(shp6), C_tm[i].unsqueeze(-1), out=tmp.view(shp6)).sum(3)  # (T nc b g dg)
-            y_tm[i] = (ys.real if ys.is_complex() else ys).view(T, nc, b, d)
+            if matvec:  # y = C . h as one batched (1 x N) @ (N x d) product: no product buffer to write
+                torch.bmm(C_tm[i].view(-1, 1, n), hs.view(-1, n, d), out=y_tm[i].view(-1, 1, d))
+            else:
+                ys = torch.mul(hs.view(shp6), C_tm[i].unsqueeze(-1), out=tmp.view(shp6)).sum(3)  # (T nc b g dg)
+                y_tm[i] = (ys.real if ys.is_complex() else ys).view(T, nc, b, d)
             last = min(S, L - i * S) - 1  # the final segment's padding leaves the state unchanged anyway
             h = hs[last % T, last // T].clone()
         if A.is_complex():
@@ -246,8 +263,8 @@ class _ScanCore(torch.autograd.Function):
         gy = gy * 2.0 if cplx else gy
         G = gh_last.transpose(1, 2).contiguous() if gh_last is not None else torch.zeros_like(starts[0])
         ws = [u.new_empty(shp, dtype=A.dtype) for _ in range(6)]
-        At = A.t().contiguous()
-        Atc = At.conj()
+        At = _decay_exponent(A)
+        Atc = A.t().contiguous().conj()
         dl_tm, u_tm = _to_time_major(delta, S, T, nseg), _to_time_major(u, S, T, nseg)
         du_tm = dl_tm * u_tm
         B_tm, C_tm = _to_time_major(B.transpose(1, 2), S, T, nseg), _to_time_major(C.transpose(1, 2), S, T, nseg)
@@ -280,8 +297,11 @@ class _ScanCore(torch.autograd.Function):
             torch.mul(W, Atc, out=tmp)
             gdl = (tmp.real if cplx else tmp).sum(3)  # (T nc b d)
             # Q_s = Re(sum_n G_s,n conj(B_s,n)):  du = Q delta,  d(delta) += Q u
-            torch.mul(gh.view(shp6), Bs.conj().unsqueeze(-1), out=tmp.view(shp6))
-            Q = (tmp.real if cplx else tmp).sum(3).view(T, nc, b, d)
+            if g == 1 and not cplx:
+                Q = torch.bmm(Bs.view(-1, 1, n), gh.view(-1, n, d)).view(T, nc, b, d)
+            else:
+                torch.mul(gh.view(shp6), Bs.conj().unsqueeze(-1), out=tmp.view(shp6))
+                Q = (tmp.real if cplx else tmp).sum(3).view(T, nc, b, d)
             torch.mul(dl, Q, out=gu_tm[i])
             torch.addcmul(gdl, u_tm[i], Q, out=gdl_tm[i])
             gB_tm[i] = _sum_over_channels(gh, du, g, tmp)

@@ -137,8 +137,13 @@ class Mamba(nn.Module):
                 f"Mamba expects (batch, length, d_model={self.d_model}); got {tuple(hidden_states.shape)}"
             )
         b, L, _ = hidden_states.shape
-        xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2*d_inner, L)
-        x, z = xz.chunk(2, dim=1)
+        if hidden_states.is_cuda:
+            xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2*d_inner, L)
+            x, z = xz.chunk(2, dim=1)
+        else:  # two products, not one + chunk: the backward then needs no concatenated (b, L, 2*d_inner) copy
+            w, bias, di = self.in_proj.weight, self.in_proj.bias, self.d_inner
+            x = F.linear(hidden_states, w[:di], None if bias is None else bias[:di]).transpose(1, 2)
+            z = F.linear(hidden_states, w[di:], None if bias is None else bias[di:]).transpose(1, 2)
         if cache is not None:  # keep the last d_conv conv inputs (left-padded with zeros)
             keep = x[:, :, -self.d_conv :]
             cache.conv_state.zero_()
