@@ -190,7 +190,8 @@ def sweep(peer_fn, bw, sfu) -> list[dict]:
         {"tile_b": 512}, {"tile_b": 512, "wb": 8}, {"tile_b": 128}, {"waves": 4}, {"waves": 16}]
     for cfg in cfgs:
         sst.TUNE.update(base | cfg)
-        for shape in [(8, 4096, 2048, False), (1, 256, 1048576, False)]:
+        idx = [int(i) for i in os.environ.get("SWEEP_SHAPES", "0,3").split(",")]
+        for shape in [SCAN_SHAPES[i] for i in idx]:
             try:
                 r = run_scan_shape(shape, None, bw, sfu, quick=True)
                 res.append({"cfg": cfg, "shape": shape, "fwd": r["ours_fwd_ms"], "fwdbwd": r["ours_fwdbwd_ms"]})

@@ -23,14 +23,24 @@ from .selective_scan_triton_kernels import _combine_kernel, _scan_fwd_kernel, _t
 TUNE: dict[str, int | None] = {
     "bt": 4,  # time steps unrolled per inner block, forward (4 measured best, H100)
     "bt_b": 4,  # backward: steps held in registers per sub-chunk (and checkpoint spacing)
-    "min_chunk": 1024,  # shortest time chunk worth an extra local pass on the GPU
-    "k1_min": 3,  # programs per SM from which time is not chunked (chunking costs a second pass)
+    "min_chunk": 512,  # shortest time chunk worth an extra local pass on the GPU
+    # forward programs per SM from which time is not chunked (chunking costs a second, local pass). The
+    # real forward is latency-bound with one warp per program: at (8, 4096, 2048), 3.9 programs/SM,
+    # chunking into K=4 took it from 2.81 to 1.91 ms (H100 sweep); the complex one does ~3x the work
+    # per step and got slower when chunked (4.03 -> 4.65 ms), so it keeps the old threshold.
+    "k1_min": 8, "k1_min_cplx": 3,
     "waves": 16,  # programs per SM the chunking aims for
     "scalar_d": 0,  # 1: one channel per thread (see _prologue in the kernels); measured slower
     "tile_f": 1024, "tile_b": 512, "tile_b_cplx": 256,  # BD*BN elements per program, forward / backward
     # One warp a program: the (N, BD) tile then never spans warps, so the per-step sums over N and
     # over channels are in-thread + shuffles, never a shared-memory round trip with a barrier.
     "wf": 1, "wb": 1, "bd_f": None, "bd_b": None,
+    # Before cutting time into chunks, narrow the channel block (down to bd_min channels) until the grid
+    # has occ_* warps per SM: one warp per program leaves a scheduler idle on every stall otherwise.
+    "occ_f": 0, "occ_b": 0, "bd_min": 16,
+    # The backward keeps its own chunking rule: it re-runs from the forward's chunk start states only
+    # where it needs the parallelism itself (fewer than k1_min_b programs per SM), else from h0 alone.
+    "k1_min_b": 3,
 }
 
 
@@ -44,8 +54,10 @@ def _next_pow2(x: int) -> int:
 
 
 def _plan(b: int, d: int, L: int, dpg: int, N: int, cplx: bool, device: torch.device, chunk_len: int | None):
-    """Block sizes and time chunking: (BN, BD_fwd, BD_bwd, (BT_fwd, BT_bwd), Lc, K, warps_fwd, warps_bwd)."""
+    """Block sizes and time chunking: (BN, BD_fwd, BD_bwd, (BT_fwd, BT_bwd), Lc, K, warps_fwd, warps_bwd,
+    bwd_whole). bwd_whole: the backward runs unchunked (K = 1, from h0) although the forward is chunked."""
     BN = _next_pow2(N)
+    forced = chunk_len is not None  # tests force chunking: then the backward is chunked too
     pow2_div = dpg & -dpg  # a program's channels must lie in one group of B/C
     interp = device.type != "cuda" or triton_interpret()
     if interp:  # the interpreter runs each op on whole blocks: few, wide programs are fastest
@@ -53,13 +65,21 @@ def _plan(b: int, d: int, L: int, dpg: int, N: int, cplx: bool, device: torch.de
     else:
         bd_f = min(pow2_div, TUNE["bd_f"] or max(1, TUNE["tile_f"] // BN))
         bd_b = min(pow2_div, TUNE["bd_b"] or max(1, TUNE["tile_b_cplx" if cplx else "tile_b"] // BN))
+        sms = _num_sms(device.index or 0)
+        if not TUNE["bd_f"]:
+            while bd_f > TUNE["bd_min"] and b * (d // bd_f) * TUNE["wf"] < TUNE["occ_f"] * sms:
+                bd_f //= 2
+        if not TUNE["bd_b"]:
+            while bd_b > TUNE["bd_min"] and b * (d // bd_b) * TUNE["wb"] < TUNE["occ_b"] * sms:
+                bd_b //= 2
     BT = (TUNE["bt"], TUNE["bt_b"])
     if chunk_len is None:
         if interp:
             chunk_len = L
         else:
             sms, progs = _num_sms(device.index or 0), b * (d // bd_f)
-            K = 1 if progs >= TUNE["k1_min"] * sms else -(-TUNE["waves"] * sms // progs)
+            k1 = TUNE["k1_min_cplx" if cplx else "k1_min"]
+            K = 1 if progs >= k1 * sms else -(-TUNE["waves"] * sms // progs)
             K = min(K, max(1, L // TUNE["min_chunk"]))
             chunk_len = -(-L // max(1, K))
     step = max(BT)  # both are powers of two: chunks start on forward and backward block edges
@@ -67,7 +87,9 @@ def _plan(b: int, d: int, L: int, dpg: int, N: int, cplx: bool, device: torch.de
     K = -(-L // Lc)
     wf = 4 if interp else TUNE["wf"]
     wb = 4 if interp else TUNE["wb"]
-    return BN, bd_f, bd_b, BT, Lc, K, wf, wb
+    bwd_whole = (K > 1 and not interp and not forced
+                 and b * (d // bd_b) >= TUNE["k1_min_b"] * _num_sms(device.index or 0))
+    return BN, bd_f, bd_b, BT, Lc, K, wf, wb, bwd_whole
 
 
 def _swap(x: Tensor) -> Tensor:
@@ -119,7 +141,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         G = B.shape[1]
         cplx = A.is_complex()
         dev = u.device
-        BN, bd_f, bd_b, BT, Lc, K, wf, wb = _plan(b, d, L, d // G, N, cplx, dev, chunk_len)
+        BN, bd_f, bd_b, BT, Lc, K, wf, wb, bwd_whole = _plan(b, d, L, d // G, N, cplx, dev, chunk_len)
         u_, dl_, z_ = _time_major(u), _time_major(delta), _time_major(z)
         A_ = _planes(A)  # kernels compute exp(dt A) as exp2(dt A log2 e): scale Re(A), out of place
         A_ = A_ * A_.new_tensor([math.log2(math.e), 1.0][: A_.shape[0]]).view(-1, 1, 1)
@@ -152,6 +174,9 @@ class _SelectiveScanTriton(torch.autograd.Function):
             u_, dl_, z_ if z_ is not None else dummy, B_, C_, A_, D_ if D_ is not None else dummy,
             bias_ if bias_ is not None else dummy, hstart, out, dummy, dummy, last,
             d, L, N, G, d // G, K, Lc, 0, LOCAL=False, BD=bd_f, BT=BT[0], num_warps=wf, **flags)
+        if bwd_whole:  # chunk 0 starts from h0: all an unchunked backward needs
+            hstart, dsum, K = hstart[:, :1].contiguous(), None, 1
+            Lc = -(-L // BT[1]) * BT[1]
         ctx.save_for_backward(u_, dl_, z_, B_, C_, A_, D_, bias_, hstart, dsum)
         ctx.cfg = (b, d, L, N, G, cplx, BN, bd_b, BT, Lc, K, wb, flags)
         ctx.dtypes = (B.dtype, C.dtype, h0 is not None)

@@ -61,6 +61,7 @@ TABLE = [
     ScanCase(2, 8, 333, 16, 2, True, "bf16", chunk=40),
     ScanCase(1, 128, 4099, 16, 1, False, "bf16"),  # the GPU planner cuts this into time chunks
     ScanCase(1, 4, 70001, 16, 1, True, "fp32"),  # many planner chunks, complex
+    ScanCase(4, 4096, 1100, 16, 1, False, "bf16"),  # H100 planner: forward chunked, backward from h0 alone
 ]
 LONG = ScanCase(1, 4, 1 << 20, 16, 1, False, "fp32")
 ALL_CASES = TABLE + [LONG]
