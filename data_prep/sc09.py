@@ -144,13 +144,13 @@ def _make_clip(job: dict) -> tuple[np.ndarray, int, dict]:
 def build_synthetic(out_dir: str | os.PathLike, params: SynthParams = SynthParams(), workers: int = 4) -> Path:
     """Build (or reuse) the synthetic spoken-digit set in `out_dir`; returns its path."""
     out = Path(out_dir)
+    pdict = {"kind": "synthetic-espeak", **asdict(params)}
+    if _already_built(out, pdict):  # a prebuilt set (e.g. carried to a GPU machine) needs no espeak-ng/sox
+        return out
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is not installed; the default spoken-digit set needs espeak-ng and sox: "
                                f"{APT_HINT} (or point --sc09-dir to a real Speech Commands folder)")
-    pdict = {"kind": "synthetic-espeak", **asdict(params)}
-    if _already_built(out, pdict):
-        return out
     rng = np.random.default_rng(params.seed)
     variants = list_variants()
     rng.shuffle(variants)

@@ -150,10 +150,12 @@ def train(cfg: Config, data: Digits, resume: bool = False) -> Path:
 
     def eval_fn(model: torch.nn.Module, step: int) -> dict[str, float]:
         bits = nll_bits(model, val, start, cfg["eval"]["batch_size"], next(model.parameters()).device)
+        print(f"[audio] step {step}: val NLL {bits:.3f} bits/sample ({time.perf_counter() - t_start:.0f} s)",
+              flush=True)  # a line per eval even with the progress bar off (GPU logs)
         return {"loss": bits * LN2, "bits_per_sample": bits}
 
     model = build_model(cfg)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params, t_start = sum(p.numel() for p in model.parameters()), time.perf_counter()
     print(f"[audio] {data.label}: training {type(model).__name__} ({n_params / 1e6:.2f}M params) on "
           f"{n} clips, {tc.batch_size} x {min(tc.seq_len, T)} samples per step -> {out}")
     res = train_loop(model, lm_loss, batch_fn, tc, out, eval_fn=eval_fn, resume=resume,
@@ -161,11 +163,17 @@ def train(cfg: Config, data: Digits, resume: bool = False) -> Path:
     summary = {"data": data.label, "synthetic_data": data.synthetic, "params": n_params, "steps": res.step,
                "train_bits_per_sample": res.metrics.get("train/bits_per_token"),
                "val_bits_per_sample": res.metrics.get("val/bits_per_sample"),
-               "tokens_per_s": res.tokens_per_s, "wall_s": res.wall_s, "stopped_early": res.stopped_early}
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
+               "tokens_per_s": res.tokens_per_s, "wall_s": res.wall_s, "stopped_early": res.stopped_early,
+               "peak_memory_gib": res.peak_memory_gib, "config": cfg}  # the run describes itself
+    (out / ".train_summary.json.tmp").write_text(json.dumps(summary, indent=1))
+    (out / ".train_summary.json.tmp").replace(out / "train_summary.json")
+
+    def fmt(v: float | None) -> str:  # None: stopped (max_time_s) before the first train log
+        return "n/a" if v is None else f"{v:.3f}"
+
     print(f"[audio] trained {res.step} steps in {res.wall_s:.0f} s ({res.tokens_per_s:.0f} samples/s); "
-          f"train NLL {summary['train_bits_per_sample']:.3f} bits/sample, "
-          f"val NLL {summary['val_bits_per_sample']:.3f} bits/sample")
+          f"train NLL {fmt(summary['train_bits_per_sample'])} bits/sample, "
+          f"val NLL {fmt(summary['val_bits_per_sample'])} bits/sample")
     return out
 
 

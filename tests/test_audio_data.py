@@ -90,3 +90,16 @@ def test_missing_tools_message(monkeypatch, tmp_path):
     monkeypatch.setattr(sc09.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="apt-get install -y espeak-ng sox"):
         sc09.build_synthetic(tmp_path / "d")
+
+
+def test_prebuilt_set_needs_no_tools(monkeypatch, tmp_path):
+    """A set built elsewhere (e.g. carried to a GPU machine without espeak-ng/sox) is reused as it is."""
+    params = sc09.SynthParams(max_voices=int(np.random.default_rng().integers(1, 50)))
+    pdict = {"kind": "synthetic-espeak", **sc09.asdict(params)}
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"synthetic": True, "params_hash": sc09._params_hash(pdict)}))
+    monkeypatch.setattr(sc09.shutil, "which", lambda name: None)
+    assert sc09.build_synthetic(out, params) == out
+    with pytest.raises(RuntimeError, match="apt-get install -y espeak-ng sox"):  # other parameters: a rebuild
+        sc09.build_synthetic(out, sc09.SynthParams(max_voices=params.max_voices + 1))
