@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if peer is None and not args.no_peer:
         print("peer: mamba-ssm sdist not found and could not be downloaded; timing ours only")
     shapes = [(2, 64, 512, 16)] if args.quick else [(2, 64, 1024, 16), (2, 64, 4096, 16), (1, 256, 2048, 16)]
-    # the LM step first, in a fresh process: after the peer's multi-GiB backward the allocator's state slows it
+    # the LM step first, in a fresh process (before the peer's multi-GiB backward has grown the heap)
     lm = bench_lm(2, 256, 2, 64, 2) if args.quick else bench_lm(8, 1024, max(5, args.repeat), 128, 8)
     rows = bench_scan(shapes, args.repeat, peer)
     long = None
