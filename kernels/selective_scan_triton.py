@@ -35,9 +35,6 @@ TUNE: dict[str, int | None] = {
     # One warp a program: the (N, BD) tile then never spans warps, so the per-step sums over N and
     # over channels are in-thread + shuffles, never a shared-memory round trip with a barrier.
     "wf": 1, "wb": 1, "bd_f": None, "bd_b": None,
-    # Before cutting time into chunks, narrow the channel block (down to bd_min channels) until the grid
-    # has occ_* warps per SM: one warp per program leaves a scheduler idle on every stall otherwise.
-    "occ_f": 0, "occ_b": 0, "bd_min": 16,
     # The backward keeps its own chunking rule: it re-runs from the forward's chunk start states only
     # where it needs the parallelism itself (fewer than k1_min_b programs per SM), else from h0 alone.
     "k1_min_b": 3,
@@ -65,13 +62,6 @@ def _plan(b: int, d: int, L: int, dpg: int, N: int, cplx: bool, device: torch.de
     else:
         bd_f = min(pow2_div, TUNE["bd_f"] or max(1, TUNE["tile_f"] // BN))
         bd_b = min(pow2_div, TUNE["bd_b"] or max(1, TUNE["tile_b_cplx" if cplx else "tile_b"] // BN))
-        sms = _num_sms(device.index or 0)
-        if not TUNE["bd_f"]:
-            while bd_f > TUNE["bd_min"] and b * (d // bd_f) * TUNE["wf"] < TUNE["occ_f"] * sms:
-                bd_f //= 2
-        if not TUNE["bd_b"]:
-            while bd_b > TUNE["bd_min"] and b * (d // bd_b) * TUNE["wb"] < TUNE["occ_b"] * sms:
-                bd_b //= 2
     BT = (TUNE["bt"], TUNE["bt_b"])
     if chunk_len is None:
         if interp:
