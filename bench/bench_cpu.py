@@ -119,6 +119,14 @@ def bench_lm(batch: int, L: int, steps: int, d_model: int, n_layer: int) -> dict
     return res
 
 
+def _write_json(path: Path, doc: dict) -> None:
+    """Atomically (temporary file, then rename): never a half-written result."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small shapes (smoke run)")
@@ -128,15 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lm-only", action="store_true",
                     help="only the LM training step (merged into an existing results JSON as lm_train_runs)")
     args = ap.parse_args(argv)
+    path = Path(args.out) / f"cpu_{'quick' if args.quick else platform.node() or 'host'}.json"
+    lm_full = lambda: bench_lm(8, 1024, max(5, args.repeat), 128, 8)  # noqa: E731  (the issue's LM shape)
     if args.lm_only:
-        lm = bench_lm(8, 1024, max(5, args.repeat), 128, 8)
-        lm["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        path = Path(args.out) / f"cpu_{platform.node() or 'host'}.json"
+        lm = lm_full() | {"time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         doc = json.loads(path.read_text()) if path.exists() else {}
         doc.setdefault("lm_train_runs", []).append(lm)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, path)
+        _write_json(path, doc)
         print(f"appended to {path}")
         return 0
 
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print("peer: mamba-ssm sdist not found and could not be downloaded; timing ours only")
     shapes = [(2, 64, 512, 16)] if args.quick else [(2, 64, 1024, 16), (2, 64, 4096, 16), (1, 256, 2048, 16)]
     # the LM step first, in a fresh process (before the peer's multi-GiB backward has grown the heap)
-    lm = bench_lm(2, 256, 2, 64, 2) if args.quick else bench_lm(8, 1024, max(5, args.repeat), 128, 8)
+    lm = bench_lm(2, 256, 2, 64, 2) if args.quick else lm_full()
     rows = bench_scan(shapes, args.repeat, peer)
     long = None
     if not args.quick:  # the long-sequence promise: L = 2^20 at dim 64, N 16, forward, bounded memory
@@ -165,11 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "scan": rows, "lm_train": lm, "long": long,
            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    path = Path(args.out) / f"cpu_{'quick' if args.quick else platform.node() or 'host'}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, path)
+    _write_json(path, out)
     print(f"wrote {path}")
     return 0
 
