@@ -52,6 +52,33 @@ def bench(fn, rep: int = 200) -> float:
     return float(do_bench(fn, warmup=50, rep=rep, return_mode="median"))
 
 
+def bench_graph(fn, calls: int = 100, replays: int = 30) -> float:
+    """Median ms per call of ``fn`` replayed from a CUDA graph of ``calls`` back-to-back calls: the GPU
+    time of a decoding step without the Python/launch overhead (how a decoder run under CUDA graphs
+    sees it). ``do_bench`` on a few-microsecond kernel mostly times the launch instead."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0.record()
+        graph.replay()
+        t1.record()
+        t1.synchronize()
+        times.append(t0.elapsed_time(t1) / calls)
+    return float(sorted(times)[len(times) // 2])
+
+
 def copy_bandwidth() -> float:
     """Bytes (read + written) per second of a large device-to-device copy."""
     x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda").random_()
@@ -175,6 +202,10 @@ def run_step_shape(shape, peer_fn, bw) -> dict:
     for name, fn in fns.items():
         s = states[name]
         row[f"{name}_ms"] = bench(lambda: fn(s))
+        try:
+            row[f"{name}_graph_ms"] = bench_graph(lambda: fn(s))
+        except Exception as e:  # a function that cannot be captured is reported, not fatal
+            row[f"{name}_graph_error"] = repr(e)[:300]
     row["floor_ms"] = 2 * b * d * n * 4 / bw * 1e3
     return row
 
@@ -243,8 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("x = peer ms / ours ms (>1: ours faster).  %floor = max(bytes, exp) floor / ours.")
     for r in steps:
         lines.append(f"step update b={r['shape'][0]} d={r['shape'][1]} N={r['shape'][2]}: ours "
-                     f"{r['ours_ms'] * 1e3:.1f} us, peer {r.get('peer_ms', math.nan) * 1e3:.1f} us, bytes floor "
-                     f"{r['floor_ms'] * 1e3:.1f} us, check {'ok' if r.get('check_ok') else 'n/a/MISMATCH'}")
+                     f"{r['ours_ms'] * 1e3:.1f} us, peer {r.get('peer_ms', math.nan) * 1e3:.1f} us (launched); "
+                     f"CUDA graph: ours {r.get('ours_graph_ms', math.nan) * 1e3:.2f} us, peer "
+                     f"{r.get('peer_graph_ms', math.nan) * 1e3:.2f} us; bytes floor "
+                     f"{r['floor_ms'] * 1e3:.2f} us, check {'ok' if r.get('check_ok') else 'n/a/MISMATCH'}")
     print("\n".join(lines))
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,12 +7,19 @@ states/A/B/C travel as interleaved (re, im) float32 views.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
 from .backend import triton_interpret
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 @triton.jit
@@ -86,13 +93,22 @@ def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tenso
     st = torch.view_as_real(state) if cplx else state
     out = torch.empty_like(x)
     BN = triton.next_power_of_2(N)
-    cap = 64 if (x.device.type != "cuda" or triton_interpret()) else max(1, 1024 // BN)
-    BD = min(cap, triton.next_power_of_2(d))
+    if x.device.type != "cuda" or triton_interpret():
+        BD, warps = min(64, triton.next_power_of_2(d)), 4  # the interpreter: few, wide programs
+    else:
+        # A step is one pass over b*d*N state values; at small batch the latency is how much of that
+        # pass one SM does in series, so spread the channels over at least ~2 programs per SM
+        # (b=1, d=4096, N=16: 256 programs of 16 channels instead of 64 programs of 64).
+        sms = _num_sms(x.device.index if x.device.index is not None else torch.cuda.current_device())
+        want = max(1, (b * d) // (2 * sms))
+        BD = max(16, min(max(1, 1024 // BN), triton.next_power_of_2(want) // 2 or 1, triton.next_power_of_2(d)))
+        BD = min(BD, triton.next_power_of_2(d))
+        warps = max(1, min(4, BD * BN // 256))
     x_ = x.contiguous()
     _ssu_kernel[(b, triton.cdiv(d, BD))](
         st, x_, dt.contiguous(), real(A) if cplx else A.float().contiguous(), real(B), real(C),
         D if D is not None else x_, z.contiguous() if z is not None else x_,
         dt_bias if dt_bias is not None else x_, out, d, N, G, d // G,
         HAS_Z=z is not None, HAS_D=D is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(dt_softplus),
-        CPLX=cplx, BD=BD, BN=BN, num_warps=4)
+        CPLX=cplx, BD=BD, BN=BN, num_warps=warps)
     return out
