@@ -7,19 +7,13 @@ states/A/B/C travel as interleaved (re, im) float32 views.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
 from .backend import triton_interpret
-
-
-@functools.lru_cache(maxsize=None)
-def _num_sms(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
+from .selective_scan_triton import _num_sms
 
 
 @triton.jit
@@ -99,10 +93,8 @@ def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tenso
         # A step is one pass over b*d*N state values; at small batch the latency is how much of that
         # pass one SM does in series, so spread the channels over at least ~2 programs per SM
         # (b=1, d=4096, N=16: 256 programs of 16 channels instead of 64 programs of 64).
-        sms = _num_sms(x.device.index if x.device.index is not None else torch.cuda.current_device())
-        want = max(1, (b * d) // (2 * sms))
-        BD = max(16, min(max(1, 1024 // BN), triton.next_power_of_2(want) // 2 or 1, triton.next_power_of_2(d)))
-        BD = min(BD, triton.next_power_of_2(d))
+        want = max(1, (b * d) // (2 * _num_sms(x.device.index or 0)))  # channels per program
+        BD = min(triton.next_power_of_2(d), max(16, min(1024 // BN, triton.next_power_of_2(want) // 2)))
         warps = max(1, min(4, BD * BN // 256))
     x_ = x.contiguous()
     _ssu_kernel[(b, triton.cdiv(d, BD))](
