@@ -23,11 +23,12 @@ import torch
 from mambaseq.config import MambaConfig
 from mambaseq.data import (VOCAB, Interval, RandomWindows, TiledWindows, TokenStore, rc_augment, read_bed,
                            split_intervals, write_bed)
+from mambaseq.fileio import write_json
 from mambaseq.model import MambaForSequenceClassification, load_pretrained
 from mambaseq.training import TrainConfig, autocast_context, classification_loss, latest_checkpoint, resolve_device
 from mambaseq.training import train as train_loop
 
-from .apes_report import classification_metrics, kmer_baseline, plot_accuracy_vs_length, write_json, write_report
+from .apes_report import classification_metrics, kmer_baseline, plot_accuracy_vs_length, write_report
 
 Config = dict[str, Any]
 

@@ -29,6 +29,7 @@ from mambaseq.audio.features import save_mel_grid
 from mambaseq.audio.metrics import DigitClassifier, accuracy, sample_metrics, train_classifier
 from mambaseq.config import MambaConfig
 from mambaseq.data_prep import sc09
+from mambaseq.fileio import write_json
 from mambaseq.generation import sample
 from mambaseq.model import MambaLMHeadModel, load_pretrained
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
@@ -165,8 +166,7 @@ def train(cfg: Config, data: Digits, resume: bool = False) -> Path:
                "val_bits_per_sample": res.metrics.get("val/bits_per_sample"),
                "tokens_per_s": res.tokens_per_s, "wall_s": res.wall_s, "stopped_early": res.stopped_early,
                "peak_memory_gib": res.peak_memory_gib, "config": cfg}  # the run describes itself
-    (out / ".train_summary.json.tmp").write_text(json.dumps(summary, indent=1))
-    (out / ".train_summary.json.tmp").replace(out / "train_summary.json")
+    write_json(summary, out / "train_summary.json", indent=1)
 
     def fmt(v: float | None) -> str:  # None: stopped (max_time_s) before the first train log
         return "n/a" if v is None else f"{v:.3f}"
@@ -233,7 +233,7 @@ def generate(cfg: Config, data: Digits) -> Path:
     wall = time.perf_counter() - t0
     meta = {"data": data.label, "synthetic_data": data.synthetic, "settings": g, "quantization": data.quantization,
             "wall_s": wall, "samples_per_s": g["n_samples"] * (n_new - n_prefix) / wall, "samples": records}
-    (sdir / "samples.json").write_text(json.dumps(meta, indent=1))
+    write_json(meta, sdir / "samples.json", indent=1)
     gen_wave = np.stack([load_audio(sdir / r["file"]) for r in records[: g["mel_examples"]]])
     real = data.wave["test"][spread(len(data.wave["test"]), g["mel_examples"])].numpy()
     save_mel_grid(sdir / "mel_generated_vs_real.png", {"generated": gen_wave, f"real ({data.label})": real})
@@ -282,8 +282,7 @@ def evaluate(cfg: Config, data: Digits) -> dict[str, Any]:
         "real_valid_all": sample_metrics(clf, valid, test, prior),
         "reference": f"FID against the {len(test)} real test clips",
     }
-    (out / ".metrics.json.tmp").write_text(json.dumps(res, indent=1))
-    (out / ".metrics.json.tmp").replace(out / "metrics.json")
+    write_json(res, out / "metrics.json", indent=1)
     print(f"\n[audio] {data.label} -> {out / 'metrics.json'}")
     print(f"  test NLL {test_nll:.3f} bits/sample ({res['test_nll_clips']} clips); "
           f"digit classifier test accuracy {acc:.3f} (chance 0.100)")

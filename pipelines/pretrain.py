@@ -25,6 +25,7 @@ import torch
 
 from mambaseq.config import MambaConfig
 from mambaseq.data import VOCAB, TiledWindows, TokenStore, decode
+from mambaseq.fileio import write_json
 from mambaseq.generation import sample, sequence_loglik
 from mambaseq.model import MambaLMHeadModel, load_pretrained
 from mambaseq.training import TrainConfig, autocast_context, latest_checkpoint, lm_loss, resolve_device
@@ -33,7 +34,7 @@ from mambaseq.training import train as train_loop
 from .apes import load_config as _compose
 from .pretrain_data import ShardedLMBatches, describe, genome_splits, prepare_genome
 from .pretrain_report import (compare_to_real, lm_eval, plot_curves, position_buckets, reduce_eval, write_fasta,
-                              write_json, write_position_curve)
+                              write_position_curve)
 
 Config = dict[str, Any]
 

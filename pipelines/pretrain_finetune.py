@@ -18,12 +18,12 @@ from typing import Any
 import torch
 
 from mambaseq.config import MambaConfig
+from mambaseq.fileio import write_json
 from mambaseq.model import CONFIG_NAME, MambaForSequenceClassification
 from mambaseq.training import (TrainConfig, build_optimizer, build_scheduler, latest_checkpoint, list_checkpoints,
                                save_checkpoint)
 
 from . import apes
-from .pretrain_report import write_json
 
 # the backbone fields an apes model must share with the LM to take its weights
 ARCH_FIELDS = ("d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "complex", "norm", "bias",

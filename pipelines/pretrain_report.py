@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import tempfile
@@ -19,21 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mambaseq.fileio import atomic_write_text
+
 LN2 = math.log(2.0)
-
-
-def _atomic_write(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(obj: Any, path: str | Path) -> Path:
-    return _atomic_write(path, json.dumps(obj, indent=2, default=float) + "\n")
 
 
 # --- next-token evaluation ----------------------------------------------------------------------------
@@ -182,4 +169,4 @@ def write_fasta(records: Sequence[tuple[str, str]], path: str | Path, width: int
     for header, seq in records:
         lines.append(">" + header)
         lines.extend(seq[i: i + width] for i in range(0, len(seq), width))
-    return _atomic_write(path, "\n".join(lines) + "\n")
+    return atomic_write_text(path, "\n".join(lines) + "\n")

@@ -27,6 +27,7 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor
 from tqdm import tqdm
 
+from ..fileio import write_json
 from .features import LogMel
 
 EPS = 1e-12
@@ -130,8 +131,7 @@ class DigitClassifier(nn.Module):
         os.close(fd)
         save_model(self, tmp)
         os.replace(tmp, d / "classifier.safetensors")
-        (d / ".classifier.json.tmp").write_text(json.dumps({**meta, **self.config}, indent=1))
-        os.replace(d / ".classifier.json.tmp", d / "classifier.json")
+        write_json({**meta, **self.config}, d / "classifier.json", indent=1)
         return d
 
     @classmethod
