@@ -52,6 +52,7 @@ def prepare_apes(
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     sim_length: int = SimParams.length,
+    sim_te_rate_scale: float = SimParams.te_rate_scale,
     progress: bool = True,
 ) -> TokenStore:
     """Prepare (or reuse) the great-apes store and return it; prints which data it is.
@@ -68,8 +69,10 @@ def prepare_apes(
     kind = resolve_source(source, fasta, maf)
     out_dir = Path(out_root) / f"apes_{kind}"
     if kind == "fasta":
-        if not fasta:
-            raise ValueError("apes source 'fasta' needs data.fasta: {species: path}")
+        if not fasta or any(not v for v in fasta.values()):
+            missing = sorted(k for k, v in (fasta or {}).items() if not v)
+            raise ValueError("apes source 'fasta' needs data.fasta: {species: path}"
+                             + (f"; no path given for {missing}" if missing else ""))
         if not test_chroms:
             raise ValueError("apes source 'fasta' needs data.test_chroms (held-out chromosomes, e.g. [chr22])")
         store = prepare_fasta(dict(fasta), out_dir, splits={"val": list(val_chroms), "test": list(test_chroms)},
@@ -85,7 +88,7 @@ def prepare_apes(
     else:
         if progress:
             print(f"no real great-ape data found or chosen: using {SYNTHETIC_NOTE}")
-        store = prepare_simulated(out_dir, SimParams(length=sim_length, seed=seed),
+        store = prepare_simulated(out_dir, SimParams(length=sim_length, te_rate_scale=sim_te_rate_scale, seed=seed),
                                   region_size=region_size or 200_000, fractions=fractions, progress=progress)
     if progress:
         print(f"great-apes data: {describe(store)}")
@@ -98,6 +101,6 @@ def describe(store: TokenStore) -> str:
     what = {"maf": f"REAL alignment {Path(src.get('file', '?')).name}",
             "fasta": "REAL per-species FASTA genomes",
             "simulated": SYNTHETIC_NOTE}.get(src.get("kind"), src.get("kind", "?"))
-    if store.synthetic and "SYNTHETIC" not in what:
+    if store.synthetic and "SYNTHETIC" not in what and "SIMULATED" not in what:
         what = f"SYNTHETIC {what}"
     return f"{what}; {len(store.label_names)} species {store.label_names}; {int(store.lengths.sum()):,} bases"

@@ -102,7 +102,7 @@ def prepare_maf(
         try:
             for n_blocks, aln in enumerate(tqdm(AlignIO.parse(handle, "maf"), desc=f"read {maf_path.name}",
                                                 unit=" blocks", disable=not progress), 1):
-                r = columns // region_size
+                r = min(columns // region_size, len(regions))  # a block longer than a region opens one region
                 if r == len(regions):
                     regions.append({})
                     ref_span.append([None, None, None])

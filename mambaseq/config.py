@@ -48,7 +48,8 @@ class MambaConfig:
     checkpoint_activations: bool = False
     backend: str = "auto"  # kernels: auto | triton | reference
     num_labels: int = 0  # > 0 for sequence classification
-    pooling: str = "last"  # "last" | "mean"
+    pooling: str = "mean"  # "mean" (every position, as HyenaDNA/Caduceus) | "last" (causal last token)
+    classifier_norm: str = "batch"  # "batch": standardise pooled features (BatchNorm1d) | "none"
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, saved with the checkpoint
 
     def __post_init__(self) -> None:
@@ -64,6 +65,8 @@ class MambaConfig:
             raise ValueError(f"MambaConfig.norm must be 'rms' or 'layer', got {self.norm!r}")
         if self.pooling not in ("last", "mean"):
             raise ValueError(f"MambaConfig.pooling must be 'last' or 'mean', got {self.pooling!r}")
+        if self.classifier_norm not in ("batch", "none"):
+            raise ValueError(f"MambaConfig.classifier_norm must be 'batch' or 'none', got {self.classifier_norm!r}")
         if self.backend not in ("auto", "triton", "reference"):
             raise ValueError(f"MambaConfig.backend must be auto|triton|reference, got {self.backend!r}")
         if not 0 < self.dt_min <= self.dt_max:

@@ -181,7 +181,14 @@ class MambaLMHeadModel(nn.Module, PretrainedMixin):
 
 
 class MambaForSequenceClassification(nn.Module, PretrainedMixin):
-    """(batch, L) ids -> (batch, num_labels) logits; pools the last position (causal) or the mean."""
+    """(batch, L) ids -> (batch, num_labels) logits from the mean (``pooling="mean"``, default) or the last
+    position (``"last"``) of the final-norm hidden states.
+
+    The head starts at zero, so the first loss is exactly ln(num_labels) and no random projection of the
+    pooled features has to be unlearned: with a random head the great-apes classifier sat at ln K for
+    hundreds of steps (issue 10). Mean pooling sees every position; a causal model's last position only
+    remembers the last ~1/dt_min tokens.
+    """
 
     def __init__(self, cfg: MambaConfig) -> None:
         super().__init__()
@@ -189,13 +196,18 @@ class MambaForSequenceClassification(nn.Module, PretrainedMixin):
             raise ValueError("MambaForSequenceClassification needs cfg.num_labels >= 1")
         self.cfg = cfg
         self.backbone = MambaBackbone(cfg)
+        # standardise each pooled feature over the batch (running statistics at evaluation), as a k-mer
+        # logistic regression standardises its frequencies: pooled features of different windows differ by a
+        # small fraction of their common mean, which a plain linear head needs thousands of steps to resolve
+        self.pool_norm = nn.BatchNorm1d(cfg.d_model) if cfg.classifier_norm == "batch" else nn.Identity()
         self.head = nn.Linear(cfg.d_model, cfg.num_labels)
         _init_weights(self, cfg.n_layer)
+        nn.init.zeros_(self.head.weight)
 
     def forward(self, input_ids: Tensor) -> Tensor:
         h = self.backbone(input_ids)  # (b, L, d)
         pooled = h[:, -1] if self.cfg.pooling == "last" else h.mean(dim=1)
-        return self.head(pooled)
+        return self.head(self.pool_norm(pooled.float()))
 
 
 ARCHITECTURES = {c.__name__: c for c in (MambaLMHeadModel, MambaForSequenceClassification)}

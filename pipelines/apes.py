@@ -28,7 +28,7 @@ from mambaseq.model import MambaForSequenceClassification, load_pretrained
 from mambaseq.training import TrainConfig, autocast_context, classification_loss, latest_checkpoint, resolve_device
 from mambaseq.training import train as train_loop
 
-from .apes_report import classification_metrics, kmer_baseline, plot_accuracy_vs_length, write_report
+from .apes_report import accuracy_ci, classification_metrics, kmer_baselines, plot_accuracy_vs_length, write_report
 
 Config = dict[str, Any]
 
@@ -64,7 +64,8 @@ def prepare(cfg: Config) -> TokenStore:
 
     return prepare_apes(d["source"], d["out_root"], fasta=d.get("fasta"), val_chroms=d.get("val_chroms") or (),
                         test_chroms=d.get("test_chroms") or (), maf=d.get("maf"), region_size=d.get("region_size"),
-                        fractions=tuple(d["fractions"]), seed=int(d["seed"]), sim_length=int(d["sim_length"]))
+                        fractions=tuple(d["fractions"]), seed=int(d["seed"]), sim_length=int(d["sim_length"]),
+                        sim_te_rate_scale=float(d.get("sim_te_rate_scale", 25.0)))
 
 
 def load_splits(cfg: Config, store: TokenStore) -> dict[str, list[Interval]]:
@@ -87,17 +88,29 @@ def build_model(cfg: Config, n_labels: int) -> MambaForSequenceClassification:
     return MambaForSequenceClassification(MambaConfig.from_name(size, vocab_size=len(VOCAB), num_labels=n_labels, **m))
 
 
-def _baseline(cfg: Config, store: TokenStore, splits: dict[str, list[Interval]], test: TiledWindows,
-              seq_len: int) -> float | None:
-    """Test accuracy of a 4-mer logistic regression trained on random train windows (same split)."""
+def _n_policy(cfg: Config) -> dict[str, Any]:
+    """Window options that keep assembly gaps from being a cue: windows with more than
+    ``data.max_n_fraction`` N are left out, the remaining N become random bases (``data.mask_n``)."""
+    d = cfg["data"]
+    frac = d.get("max_n_fraction")
+    return {"max_n_fraction": None if frac is None else float(frac), "mask_n": bool(d.get("mask_n", True))}
+
+
+def _baselines(cfg: Config, store: TokenStore, splits: dict[str, list[Interval]], test: TiledWindows,
+               seq_len: int) -> dict[int, float]:
+    """{k: test accuracy} of k-mer logistic regressions (k in ``eval.baseline_ks``, N counted) fitted on
+    random train windows (same split and N policy) and scored on the same test windows as the network."""
     n_tokens = int(cfg["eval"].get("baseline_train_tokens") or 0)
     if n_tokens <= 0:
-        return None
-    n = max(8 * len(store.label_names), n_tokens // seq_len)
-    x, y = RandomWindows(store, splits["train"], seq_len, seed=int(cfg["seed"]) + 1, balance_labels=True).batch(0, n)
+        return {}
+    ev = cfg["eval"]
+    n = max(int(ev.get("baseline_min_windows", 256)), n_tokens // seq_len)
+    n = min(n, int(ev.get("baseline_max_windows") or n))
+    x, y = RandomWindows(store, splits["train"], seq_len, seed=int(cfg["seed"]) + 1, balance_labels=True,
+                         **_n_policy(cfg)).batch(0, n)
     tx, ty = zip(*[(a.numpy(), b.numpy()) for a, b in test.batches(256)])
-    pred = kmer_baseline(x.numpy(), y.numpy(), np.concatenate(tx))
-    return float((pred == np.concatenate(ty)).mean())
+    ks = [int(k) for k in cfg["eval"].get("baseline_ks", (3, 4, 5, 6))]
+    return kmer_baselines(x.numpy(), y.numpy(), np.concatenate(tx), np.concatenate(ty), ks)
 
 
 def _predict(model: torch.nn.Module, windows: TiledWindows, batch_size: int, device: torch.device,
@@ -127,7 +140,7 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
     tps = cfg["data"].get("tokens_per_step")  # several lengths at equal tokens per step
     batch = max(1, int(tps) // seq_len) if tps else int(cfg["train"]["batch_size"])
     tcfg = TrainConfig.from_dict({**cfg["train"], "seq_len": seq_len, "seed": seed, "batch_size": batch})
-    base = RandomWindows(store, splits["train"], seq_len, seed=seed, balance_labels=True)
+    base = RandomWindows(store, splits["train"], seq_len, seed=seed, balance_labels=True, **_n_policy(cfg))
     by_len: dict[int, RandomWindows] = {seq_len: base}
     rc = bool(cfg["data"]["rc_augment"])
 
@@ -140,7 +153,7 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
         return x, y
 
     val = TiledWindows(store, splits["val"], seq_len, max_per_label=int(cfg["eval"]["val_windows_per_class"]),
-                       seed=seed)
+                       seed=seed, **_n_policy(cfg))
     device = resolve_device(tcfg.device)
 
     def eval_fn(model: torch.nn.Module, step: int) -> dict[str, float]:
@@ -173,8 +186,8 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
     device = resolve_device(cfg["train"].get("device", "auto"))
     model = load_pretrained(ckpt).to(device)
     splits = load_splits(cfg, store)
-    test = TiledWindows(store, splits["test"], seq_len,
-                        max_per_label=int(cfg["eval"]["test_windows_per_class"]), seed=int(cfg["seed"]))
+    test = TiledWindows(store, splits["test"], seq_len, max_per_label=int(cfg["eval"]["test_windows_per_class"]),
+                        seed=int(cfg["seed"]), **_n_policy(cfg))
     t0 = time.perf_counter()
     y, p, loss = _predict(model, test, _eval_batch(cfg, seq_len), device, cfg["train"].get("precision", "auto"))
     dt = time.perf_counter() - t0
@@ -184,19 +197,32 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
     train_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     from mambaseq.data_prep.apes import describe  # numpy-only import chain
 
-    m["kmer_baseline_accuracy"] = _baseline(cfg, store, splits, test, seq_len)
+    n_ok = int((y == p).sum())
+    m["accuracy_ci95"] = accuracy_ci(n_ok, len(y))
+    m["kmer_baselines"] = {str(k): v for k, v in _baselines(cfg, store, splits, test, seq_len).items()}
+    best_k = max(m["kmer_baselines"], key=m["kmer_baselines"].get) if m["kmer_baselines"] else None
+    m["best_kmer_baseline"] = None if best_k is None else {
+        "k": int(best_k), "accuracy": m["kmer_baselines"][best_k],
+        "accuracy_ci95": accuracy_ci(round(m["kmer_baselines"][best_k] * len(y)), len(y))}
+    m["kmer_baseline_accuracy"] = None if best_k is None else m["kmer_baselines"][best_k]
     m.update(seq_len=seq_len, test_loss=loss, eval_tokens_per_s=len(y) * seq_len / dt, checkpoint=str(ckpt),
              data=describe(store), synthetic=store.synthetic, source=store.source.get("kind"),
+             n_policy=_n_policy(cfg), test_windows_left_out_for_n=test.n_left_out,
              model=cfg["model"], train=train_summary, device=str(device))
-    syn = " [SYNTHETIC data]" if store.synthetic else ""
+    syn = " [SIMULATED data]" if store.synthetic else ""
     title = (f"great apes, {seq_len:,}-base windows, test acc {m['accuracy']:.3f} "
              f"(chance {m['chance_uniform']:.2f}){syn}")
     write_report(out, y, p, labels, m, title)
-    base = m["kmer_baseline_accuracy"]
-    base_txt = f"; 4-mer logistic-regression baseline {base:.3f}" if base is not None else ""
-    print(f"TEST accuracy {m['accuracy']:.3f} vs chance {m['chance_uniform']:.3f} (balanced acc "
-          f"{m['balanced_accuracy']:.3f}{base_txt}) on {len(y)} windows of {seq_len:,} bases from held-out regions; "
-          f"{describe(store)} -> {out / 'metrics.json'}")
+    lo, hi = m["accuracy_ci95"]
+    if best_k is None:
+        base_txt = ""
+    else:
+        blo, bhi = m["best_kmer_baseline"]["accuracy_ci95"]
+        base_txt = (f"; best k-mer baseline {m['kmer_baseline_accuracy']:.3f} [{blo:.3f}, {bhi:.3f}] "
+                    f"(k={best_k} logistic regression, k=3..6 tried)")
+    print(f"TEST accuracy {m['accuracy']:.3f} [95% CI {lo:.3f}, {hi:.3f}] vs chance {m['chance_uniform']:.3f} "
+          f"(balanced acc {m['balanced_accuracy']:.3f}{base_txt}) on {len(y)} windows of {seq_len:,} bases from "
+          f"held-out regions; {describe(store)} -> {out / 'metrics.json'}")
     return m
 
 
@@ -209,17 +235,17 @@ def run_all(cfg: Config, resume: bool = False) -> list[dict[str, Any]]:
         train(cfg, L, resume=resume, store=store)
         results.append(evaluate(cfg, L, store=store))
     out = Path(cfg["out_dir"])
-    keys = ("seq_len", "accuracy", "balanced_accuracy", "chance_uniform", "kmer_baseline_accuracy", "n_windows",
-            "synthetic", "source")
+    keys = ("seq_len", "accuracy", "accuracy_ci95", "balanced_accuracy", "chance_uniform", "kmer_baseline_accuracy",
+            "kmer_baselines", "n_windows", "synthetic", "source")
     summary = [{k: r[k] for k in keys} | {"tokens_per_s": r["train"].get("tokens_per_s"),
                                           "peak_memory_gib": r["train"].get("peak_memory_gib")} for r in results]
     write_json({"results": summary, "wall_s": time.perf_counter() - t0}, out / "summary.json")
     if len(results) > 1:
-        syn = " [SYNTHETIC]" if store.synthetic else ""
+        syn = " [SIMULATED]" if store.synthetic else ""
         plot_accuracy_vs_length(results, out / "accuracy_vs_length.png", f"great apes ({store.source.get('kind')}){syn}")
     for r in summary:
         base = r["kmer_baseline_accuracy"]
-        print(f"  L={r['seq_len']:>8,}  test acc {r['accuracy']:.3f}  (chance {r['chance_uniform']:.3f}, 4-mer baseline "
+        print(f"  L={r['seq_len']:>8,}  test acc {r['accuracy']:.3f}  (chance {r['chance_uniform']:.3f}, best k-mer baseline "
               f"{'-' if base is None else f'{base:.3f}'})  "
               f"train {r['tokens_per_s'] or 0:,.0f} tok/s")
     print(f"done in {time.perf_counter() - t0:.0f} s; results in {out}")

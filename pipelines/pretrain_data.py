@@ -66,13 +66,13 @@ def _prepare_simulated(out: Path, length: int, seed: int, progress: bool) -> Tok
     from mambaseq.data_prep.simulate import SimParams, ancestral_genome
     from mambaseq.data_prep.store import StoreWriter, fingerprint, store_is_current
 
-    params = SimParams(length=length, seed=seed)
+    params = SimParams(length=length, background="random", seed=seed)
     fp = fingerprint("pretrain-simulated", asdict(params))
     if store_is_current(out, fp):
         return TokenStore(out)
     t0 = time.perf_counter()
     seq, _ = ancestral_genome(params, np.random.default_rng(seed))
-    note = "SYNTHETIC genome from mambaseq's simulator (random GC blocks + repeats; not real DNA)"
+    note = "SYNTHETIC genome from mambaseq's simulator (random sequence in GC blocks; not real DNA)"
     with StoreWriter(out, fp, source={"kind": "simulated", "synthetic": True, "description": note,
                                       "params": asdict(params)}, synthetic=True) as w:
         w.add("synthetic_genome", seq.astype(np.uint8), source_file="simulated")

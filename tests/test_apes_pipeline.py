@@ -21,11 +21,11 @@ def test_run_writes_reports_for_several_lengths(tmp_path, capsys):
     results = apes.run_all(cfg)
     assert [r["seq_len"] for r in results] == [128, 256]
     out = capsys.readouterr().out
-    assert "SYNTHETIC" in out and "TEST accuracy" in out and "chance 0.200" in out
+    assert "SIMULATED" in out and "TEST accuracy" in out and "chance 0.200" in out
     for L in (128, 256):
         d = tmp_path / "runs" / f"simulated_debug_L{L}"
         m = json.loads((d / "metrics.json").read_text())
-        assert m["synthetic"] is True and "SYNTHETIC" in m["data"]
+        assert m["synthetic"] is True and "SIMULATED" in m["data"]
         assert m["n_windows"] == 5 * 6 and m["chance_uniform"] == pytest.approx(0.2)
         assert 0 <= m["accuracy"] <= 1 and len(m["confusion_matrix"]) == 5
         assert 0 <= m["kmer_baseline_accuracy"] <= 1

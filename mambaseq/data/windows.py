@@ -16,6 +16,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from .dna import N_ID
 from .store import TokenStore
 
 SPLITS = ("train", "val", "test")
@@ -106,10 +107,54 @@ def split_intervals(
 
 
 # --- datasets --------------------------------------------------------------------------------------
+class NRuns:
+    """Runs of N (unknown bases, token 4) of one sequence, for O(log n) counts of N in any window.
+
+    Assembly gaps are N runs whose lengths differ between species and assemblies, so they are a cue that
+    has nothing to do with biology; window datasets use this to leave such windows out.
+    """
+
+    def __init__(self, tokens: np.ndarray, chunk: int = 1 << 24):
+        starts, ends = [], []
+        prev = False
+        for c0 in range(0, tokens.size, chunk):  # chunked: a 250-Mb chromosome never makes a 250-MB mask
+            isn = np.asarray(tokens[c0 : c0 + chunk]) == N_ID
+            edges = np.flatnonzero(np.diff(np.concatenate([[prev], isn]).astype(np.int8)))
+            flips = edges + c0
+            vals = isn[edges]  # True where a run starts, False where one ends
+            starts.append(flips[vals])
+            ends.append(flips[~vals])
+            prev = bool(isn[-1]) if isn.size else prev
+        self.starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+        self.ends = np.concatenate(ends + ([np.array([tokens.size])] if prev else [])) if ends or prev \
+            else np.zeros(0, np.int64)
+        self.cum = np.concatenate([[0], np.cumsum(self.ends - self.starts)])
+
+    def _before(self, x: np.ndarray) -> np.ndarray:
+        """Number of N bases in [0, x) for each x: whole runs before the last run starting below x, plus
+        that run's part below x."""
+        k = np.searchsorted(self.starts, x, side="left")  # runs starting below x
+        j = np.maximum(k - 1, 0)
+        last = np.minimum(x, self.ends[j]) - self.starts[j]
+        return np.where(k > 0, self.cum[j] + last, 0)
+
+    def count(self, start: np.ndarray | int, end: np.ndarray | int) -> np.ndarray:
+        """N bases in [start, end) (vectorised)."""
+        if self.starts.size == 0:
+            return np.zeros(np.shape(start), dtype=np.int64)
+        return self._before(np.asarray(end)) - self._before(np.asarray(start))
+
+
 class _WindowSource:
-    def __init__(self, store: TokenStore, intervals: Sequence[Interval], length: int):
+    def __init__(self, store: TokenStore, intervals: Sequence[Interval], length: int,
+                 max_n_fraction: float | None = None, mask_n: bool = False):
         if length < 1:
             raise ValueError(f"window length must be >= 1, got {length}")
+        if max_n_fraction is not None and not 0 <= max_n_fraction <= 1:
+            raise ValueError(f"max_n_fraction must be in [0, 1] or None, got {max_n_fraction}")
+        self.max_n_fraction, self.mask_n = max_n_fraction, bool(mask_n)
+        self.max_n = None if max_n_fraction is None else int(max_n_fraction * length)
+        self._n_runs: dict[int, NRuns] = {}
         if not intervals:
             raise ValueError(f"{store.path}: no intervals given for the window dataset")
         self.store, self.length = store, int(length)
@@ -128,13 +173,36 @@ class _WindowSource:
                 f"(longest {longest:,}); use a shorter window"
             )
 
+    def n_runs(self, k: int) -> NRuns:
+        """N runs of interval k's sequence (computed once per sequence)."""
+        i = int(self.seq_idx[k])
+        if i not in self._n_runs:
+            self._n_runs[i] = NRuns(self.store.get(i))
+        return self._n_runs[i]
+
+    def n_ok(self, k: int, offsets: np.ndarray) -> np.ndarray:
+        """Which windows at ``offsets`` of interval k pass ``max_n_fraction`` (all when it is None)."""
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if self.max_n is None:
+            return np.ones(offsets.shape, dtype=bool)
+        s = self.intervals[k].start + offsets
+        return self.n_runs(k).count(s, s + self.length) <= self.max_n
+
     def _load(self, picks: Sequence[tuple[int, int]]) -> torch.Tensor:
-        """[(interval index, start offset)] -> (b, length) int64 tokens, O(b * length)."""
+        """[(interval index, start offset)] -> (b, length) int64 tokens, O(b * length).
+
+        With ``mask_n`` every N becomes a base drawn from a generator seeded by the window's position, so
+        the few N left in a window (``max_n_fraction``) carry no information and reloading is exact."""
         out = np.empty((len(picks), self.length), dtype=np.uint8)
         for row, (k, off) in enumerate(picks):
             iv = self.intervals[k]
             s = iv.start + off
             out[row] = self.store.get(int(self.seq_idx[k]))[s : s + self.length]
+            if self.mask_n:
+                isn = out[row] == N_ID
+                if isn.any():
+                    rng = np.random.default_rng([int(self.seq_idx[k]), s])
+                    out[row][isn] = rng.integers(0, 4, int(isn.sum()), dtype=np.uint8)
         return torch.from_numpy(out).long()
 
 
@@ -146,8 +214,9 @@ class RandomWindows(_WindowSource):
     """
 
     def __init__(self, store: TokenStore, intervals: Sequence[Interval], length: int, seed: int = 0,
-                 balance_labels: bool = False, rank: int = 0, world_size: int = 1):
-        super().__init__(store, intervals, length)
+                 balance_labels: bool = False, rank: int = 0, world_size: int = 1,
+                 max_n_fraction: float | None = None, mask_n: bool = False):
+        super().__init__(store, intervals, length, max_n_fraction, mask_n)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         lengths = np.array([iv.length for iv in self.intervals], dtype=np.int64)
         self.n_starts = np.maximum(lengths - self.length + 1, 0)
@@ -164,8 +233,17 @@ class RandomWindows(_WindowSource):
             w = self.n_starts.astype(np.float64)
             if self.balance_labels:
                 w = w * (self.interval_label == rng.choice(self.classes))
-            k = int(rng.choice(len(w), p=w / w.sum()))
-            out.append((k, int(rng.integers(self.n_starts[k]))))
+            p = w / w.sum()
+            for _attempt in range(10_000):  # windows over max_n_fraction are redrawn (same rng: exact)
+                k = int(rng.choice(len(w), p=p))
+                off = int(rng.integers(self.n_starts[k]))
+                if self.max_n is None or self.n_ok(k, np.array([off]))[0]:
+                    break
+            else:
+                raise ValueError(f"{self.store.path}: no window of {self.length:,} bases with at most "
+                                 f"{self.max_n_fraction:.2%} N found in 10,000 draws; lower the window length "
+                                 "or raise max_n_fraction")
+            out.append((k, off))
         return out
 
     def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,7 +255,7 @@ class RandomWindows(_WindowSource):
     def with_length(self, length: int) -> "RandomWindows":
         """Same intervals and seed, another window length (sequence-length warmup)."""
         return RandomWindows(self.store, self.intervals, length, self.seed, self.balance_labels,
-                             self.rank, self.world_size)
+                             self.rank, self.world_size, self.max_n_fraction, self.mask_n)
 
 
 class TiledWindows(_WindowSource):
@@ -187,11 +265,15 @@ class TiledWindows(_WindowSource):
     """
 
     def __init__(self, store: TokenStore, intervals: Sequence[Interval], length: int,
-                 stride: int | None = None, max_per_label: int | None = None, seed: int = 0):
-        super().__init__(store, intervals, length)
+                 stride: int | None = None, max_per_label: int | None = None, seed: int = 0,
+                 max_n_fraction: float | None = None, mask_n: bool = False):
+        super().__init__(store, intervals, length, max_n_fraction, mask_n)
         stride = stride or self.length
-        picks = [(k, off) for k, iv in enumerate(self.intervals)
-                 for off in range(0, iv.length - self.length + 1, stride)]
+        picks = []
+        for k, iv in enumerate(self.intervals):
+            offs = np.arange(0, iv.length - self.length + 1, stride)
+            picks += [(k, int(o)) for o in offs[self.n_ok(k, offs)]]  # windows over max_n_fraction left out
+        self.n_left_out = sum(len(range(0, iv.length - self.length + 1, stride)) for iv in self.intervals) - len(picks)
         if max_per_label is not None:
             rng = np.random.default_rng(seed)
             by_label: dict[int, list[tuple[int, int]]] = {}
