@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mambaseq.config import MambaConfig
-from mambaseq.data import VOCAB, TiledWindows, TokenStore, decode
+from mambaseq.data import VOCAB, TiledWindows, TokenStore, decode, format_region, parse_region
 from mambaseq.fileio import write_json
 from mambaseq.generation import sample, sequence_loglik
 from mambaseq.model import MambaLMHeadModel, load_pretrained
@@ -219,19 +219,15 @@ def _prompts(cfg: Config, store: TokenStore) -> tuple[np.ndarray, np.ndarray | N
                                  f"generate.prompt_len={P}")
         picks = [recs[i % len(recs)] for i in range(n)]
         return np.stack([ids[-P:] for _, ids in picks]), None, [f"{nm}:last{P}" for nm, _ in picks]
-    if g.get("region"):
-        seq, span = str(g["region"]).rsplit(":", 1)
-        try:
-            start, end = (int(x.replace(",", "")) for x in span.split("-"))
-        except ValueError:
-            raise ValueError(f"generate.region must be 'SEQ:START-END', got {g['region']!r}") from None
-        ids = np.asarray(store.window(seq, start, end))
-        return np.stack([ids] * n), None, [f"{seq}:{start}-{end}"] * n
+    if g.get("region"):  # 1-based inclusive, as samtools faidx
+        iv = parse_region(g["region"], store, "generate.region")
+        ids = np.asarray(store.window(iv.seq, iv.start, iv.end))
+        return np.stack([ids] * n), None, [format_region(iv.seq, iv.start, iv.end)] * n
     tw = TiledWindows(store, _splits(cfg, store)["test"], P + n_new, max_per_label=n, seed=seed)
     if len(tw) < n:
         raise ValueError(f"only {len(tw)} test windows of {P + n_new} bases; lower generate.n_samples/n_new")
     wins = np.stack([tw[i][0].numpy().astype(np.uint8) for i in range(n)])
-    return wins[:, :P], wins[:, P:], [f"{c.seq}:{c.start}-{c.start + P}" for c in map(tw.coords, range(n))]
+    return wins[:, :P], wins[:, P:], [format_region(c.seq, c.start, c.start + P) for c in map(tw.coords, range(n))]
 
 
 class ACGTOnly(torch.nn.Module):
