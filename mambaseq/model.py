@@ -6,7 +6,6 @@ Checkpoints describe themselves: ``save_pretrained(dir)`` writes ``config.json``
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -15,11 +14,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from mambaseq.config import MambaConfig
+from mambaseq.fileio import load_weights, read_json
 from mambaseq.modules.mamba import Mamba, MambaCache
 
 CONFIG_NAME = "config.json"
@@ -146,10 +146,8 @@ class PretrainedMixin:
         cfg.__post_init__()
         model = cls(cfg)
         wpath = d / WEIGHTS_NAME
-        if not wpath.is_file():
-            raise FileNotFoundError(f"{wpath}: missing weights file")
         same = meta.get("architecture") == cls.__name__
-        missing, unexpected = load_model(model, str(wpath), strict=same, device=map_location)
+        missing, unexpected = load_weights(model, wpath, strict=same, device=map_location)  # errors name wpath
         if not same:  # cross-architecture (LM -> classifier): every backbone tensor must have been loaded
             bad = [k for k in missing if k.startswith("backbone.")]
             if bad:
@@ -205,7 +203,7 @@ def load_pretrained(directory: str | os.PathLike, map_location: str = "cpu", **o
     """Load any mambaseq checkpoint directory as the architecture recorded in its config.json."""
     path = Path(directory) / CONFIG_NAME
     try:
-        arch = json.loads(path.read_text()).get("architecture")
+        arch = read_json(path).get("architecture")  # a damaged file: CorruptFileError naming it
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no config.json (expected a save_pretrained directory)") from None
     if arch not in ARCHITECTURES:
