@@ -64,6 +64,20 @@ class ResidualBlock(nn.Module):
         return self.mixer.allocate_cache(batch_size, device, dtype)
 
 
+def check_token_ids(input_ids: Tensor, vocab_size: int) -> None:
+    """ValueError unless every id is in [0, vocab_size) (ids in the padded part of the embedding would be
+    used silently, negative ones fail far from the cause). Skipped while a CUDA graph is being captured,
+    which cannot read values back."""
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must be integer token ids, got {input_ids.dtype}")
+    if input_ids.numel() == 0 or (input_ids.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return
+    lo, hi = (int(v) for v in torch.aminmax(input_ids))
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"input_ids must lie in [0, {vocab_size - 1}] (vocab_size={vocab_size}), got ids in "
+                         f"[{lo}, {hi}]")
+
+
 class MambaBackbone(nn.Module):
     """Embedding -> n_layer residual Mamba blocks -> final norm: (batch, L) ids -> (batch, L, d_model)."""
 
@@ -78,6 +92,7 @@ class MambaBackbone(nn.Module):
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
             raise ValueError(f"input_ids must be (batch, length) integer tokens; got {input_ids.dtype} "
                              f"{tuple(input_ids.shape)}")
+        check_token_ids(input_ids, self.cfg.vocab_size)
         h = self.embedding(input_ids.long())
         for i, layer in enumerate(self.layers):
             c = cache[i] if cache is not None else None
@@ -89,6 +104,7 @@ class MambaBackbone(nn.Module):
 
     def step(self, input_ids: Tensor, cache: list[MambaCache]) -> Tensor:
         """input_ids (batch,) -> hidden (batch, d_model); updates ``cache`` in place."""
+        check_token_ids(input_ids, self.cfg.vocab_size)
         h = self.embedding(input_ids.long())
         for layer, c in zip(self.layers, cache):
             h = layer.step(h, c)

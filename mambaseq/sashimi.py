@@ -32,7 +32,7 @@ from torch import Tensor
 
 from mambaseq.config import MambaConfig
 from mambaseq.fileio import load_weights, read_json
-from mambaseq.model import ResidualBlock, _init_weights, _norm
+from mambaseq.model import ResidualBlock, _init_weights, _norm, check_token_ids
 from mambaseq.modules.mamba import MambaCache
 
 
@@ -182,10 +182,12 @@ class SaShiMiLM(nn.Module):
         if input_ids.dim() != 2 or input_ids.is_floating_point():
             raise ValueError(f"input_ids must be (batch, length) integer tokens, got {input_ids.dtype} "
                              f"{tuple(input_ids.shape)}")
+        check_token_ids(input_ids, self.cfg.vocab_size)
         return self.lm_head(self.norm_f(self.body(self.embedding(input_ids.long()), cache)))
 
     def step(self, input_ids: Tensor, cache: ScaleCache) -> Tensor:
         """input_ids (b,) -> logits (b, vocab_size); updates `cache` in place."""
+        check_token_ids(input_ids, self.cfg.vocab_size)
         return self.lm_head(self.norm_f(self.body.step(self.embedding(input_ids.long()), cache)))
 
     def allocate_inference_cache(self, batch_size: int, device=None, dtype=None) -> ScaleCache:
