@@ -87,7 +87,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ConfigError(f"train: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(f"train: unknown train settings {sorted(unknown)}; known: {sorted(known)}")
         d = dict(d)
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
