@@ -13,6 +13,7 @@ import argparse
 import gzip
 import io
 import time
+import zlib
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -41,11 +42,28 @@ def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
     """Yield (record id, raw sequence text) from a FASTA file, validating its shape.
 
     Raises ValueError naming the file when it is not FASTA (text before the first '>' or no record),
-    when a record is empty, or when two records share an id.
+    when a record is empty, when two records share an id, or when gzip data are damaged: truncated (an
+    interrupted download), corrupt (CRC or deflate errors), or followed by bytes that are not gzip (e.g.
+    1000 Genomes' hs37d5.fa.gz; ``zcat`` warns "trailing garbage ignored"; strip them or re-compress).
     """
+    path = Path(path)
+    try:
+        yield from _read_fasta(path)
+    except EOFError as e:
+        raise ValueError(f"{path}: truncated gzip file (the compressed stream ends early: {e}); an interrupted "
+                         f"download or copy?") from None
+    except gzip.BadGzipFile as e:
+        if "Not a gzipped file" in str(e):  # raised where a next gzip member should start
+            raise ValueError(f"{path}: bytes after the end of the gzip data are not gzip (trailing garbage, "
+                             f"{e}); zcat ignores them with a warning: strip them or re-compress the file") from None
+        raise ValueError(f"{path}: corrupt gzip file ({e})") from None
+    except zlib.error as e:
+        raise ValueError(f"{path}: corrupt gzip file ({e})") from None
+
+
+def _read_fasta(path: Path) -> Iterator[tuple[str, str]]:
     from Bio.SeqIO.FastaIO import SimpleFastaParser  # only parsing needs Biopython
 
-    path = Path(path)
     with open_text(path) as handle:
         first = ""
         for line in handle:  # skip leading blank lines only

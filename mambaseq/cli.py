@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from mambaseq.settings import ConfigError
+
 # command -> module with add_parser/run
 PIPELINES = {
     "apes": "mambaseq.pipelines.apes",
@@ -60,7 +62,8 @@ def _info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mambaseq", description="Mamba selective SSMs for genomics and audio")
-    ap.add_argument("-v", "--verbose", action="store_true", help="log kernel backend choices and more")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="log kernel backend choices and more; full tracebacks of configuration errors")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="versions and available backends")
     p.set_defaults(func=_info)
@@ -93,10 +96,19 @@ def _missing(command: str, package: str | None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a configuration error prints one line (``error: ...``) and returns 2, unless
+    ``-v`` asks for the traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:  # a bad override or setting (mambaseq.settings)
+        if args.verbose:
+            raise
+        msg = " ".join(str(e).split())  # Hydra messages span lines
+        print(f"error: {msg} (mambaseq -v {args.command} ... shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,17 @@ SIZES: dict[str, dict[str, int]] = {
     "medium": dict(d_model=512, n_layer=12, d_state=16),
     "large": dict(d_model=768, n_layer=24, d_state=16),
 }
+
+
+# config.json keys that are not MambaConfig fields but are written by save_pretrained
+METADATA_KEYS = ("architecture",)
+D_CONV_RANGE = (2, 4)  # widths the causal-conv kernels support (kernels/causal_conv1d.py)
+
+
+def _unknown_keys_message(unknown: set[str], known: set[str]) -> str:
+    hints = [f"{m[0]!r} for {k!r}" for k in sorted(unknown) if (m := difflib.get_close_matches(k, known, 1))]
+    return (f"unknown MambaConfig field(s) {sorted(unknown)}" + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+            + f"; fields are {sorted(known)}")
 
 
 @dataclass
@@ -53,10 +65,24 @@ class MambaConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, saved with the checkpoint
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand"):
+        for name in ("d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand", "pad_vocab_size_multiple"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"MambaConfig.{name} must be a positive int, got {v!r}")
+        if not D_CONV_RANGE[0] <= self.d_conv <= D_CONV_RANGE[1]:
+            raise ValueError(f"MambaConfig.d_conv must be in {D_CONV_RANGE[0]}..{D_CONV_RANGE[1]} (the widths the "
+                             f"causal-conv kernels support), got {self.d_conv}")
+        if not isinstance(self.num_labels, int) or isinstance(self.num_labels, bool) or self.num_labels < 0:
+            raise ValueError(f"MambaConfig.num_labels must be an int >= 0, got {self.num_labels!r}")
+        for name in ("conv_bias", "bias", "complex", "tie_embeddings", "checkpoint_activations"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"MambaConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("dt_min", "dt_max", "dt_init_floor", "norm_eps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+                raise ValueError(f"MambaConfig.{name} must be a positive finite number, got {v!r}")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"MambaConfig.extra must be a dict, got {type(self.extra).__name__}")
         if self.dt_rank == "auto":
             self.dt_rank = math.ceil(self.d_model / 16)
         if not isinstance(self.dt_rank, int) or self.dt_rank < 1:
@@ -69,7 +95,7 @@ class MambaConfig:
             raise ValueError(f"MambaConfig.classifier_norm must be 'batch' or 'none', got {self.classifier_norm!r}")
         if self.backend not in ("auto", "triton", "reference"):
             raise ValueError(f"MambaConfig.backend must be auto|triton|reference, got {self.backend!r}")
-        if not 0 < self.dt_min <= self.dt_max:
+        if not self.dt_min <= self.dt_max:
             raise ValueError(f"MambaConfig needs 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
 
     @property
@@ -95,21 +121,32 @@ class MambaConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown MambaConfig fields {sorted(unknown)}")
+            raise ValueError(_unknown_keys_message(unknown, known))
         return cls(**d)
 
     def save(self, path: str | Path, **meta: Any) -> None:
+        """Write config.json: the fields plus metadata ``meta`` (keys among ``METADATA_KEYS``)."""
+        if not set(meta) <= set(METADATA_KEYS):
+            raise ValueError(f"MambaConfig.save: metadata keys must be among {METADATA_KEYS}, got {sorted(meta)}")
         Path(path).write_text(json.dumps({**meta, **self.to_dict()}, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> tuple["MambaConfig", dict[str, Any]]:
-        """Returns (config, metadata) from a config.json; metadata are the non-config keys."""
+        """Returns (config, metadata) from a config.json; metadata are the ``METADATA_KEYS``.
+
+        Raises FileNotFoundError, or ValueError naming ``path`` and the problem: not valid JSON, a key that is
+        neither a field nor metadata (e.g. ``n_layers`` for ``n_layer``, mamba-ssm's ``ssm_cfg``), or a value
+        the fields reject."""
         try:
             d = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no config.json (expected a save_pretrained directory)") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        known = {f.name for f in dataclasses.fields(cls)}
-        meta = {k: v for k, v in d.items() if k not in known}
-        return cls.from_dict({k: v for k, v in d.items() if k in known}), meta
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: corrupt or truncated config (not valid JSON: {e})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
+        meta = {k: v for k, v in d.items() if k in METADATA_KEYS}
+        try:
+            return cls.from_dict({k: v for k, v in d.items() if k not in METADATA_KEYS}), meta
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from None

@@ -1,5 +1,7 @@
-"""Small files written atomically: a temporary file in the same folder, then a rename, so a reader
-never sees a half-written result (an interrupted run leaves the previous file or none)."""
+"""Files written atomically (a temporary file in the same folder, then a rename, so a reader never sees a
+half-written result: an interrupted run leaves the previous file or none), and files read back with errors
+that name the file: a damaged JSON or safetensors file raises `CorruptFileError` with its path, and
+`load_weights` validates every tensor before it copies any into a model."""
 
 from __future__ import annotations
 
@@ -7,7 +9,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+class CorruptFileError(ValueError):
+    """A file that exists but cannot be read as what it should be (truncated, corrupt, empty); the message
+    starts with its path."""
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -28,3 +38,72 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(obj: Any, path: str | os.PathLike, indent: int = 2) -> Path:
     """JSON (numpy scalars written as floats) written atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=float) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; FileNotFoundError or CorruptFileError naming ``path``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{path}: corrupt or truncated JSON ({e})") from None
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Cheap integrity check (header only, no tensor is read): the header parses and its tensors cover the
+    file exactly. FileNotFoundError or CorruptFileError naming ``path``."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing weights file")
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except (SafetensorError, OSError) as e:
+        raise CorruptFileError(f"{path}: corrupt or truncated safetensors file ({path.stat().st_size} bytes): "
+                               f"{e}") from None
+
+
+def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, "torch.Tensor"]:
+    """All tensors of a safetensors file -> {name: tensor on ``device``}; errors name ``path``."""
+    from safetensors.torch import load_file
+
+    check_safetensors(path)
+    return load_file(str(path), device=device)
+
+
+def fitting_weights(model: "torch.nn.Module", path: str | os.PathLike, strict: bool = True, device: str = "cpu"
+                    ) -> tuple[dict[str, "torch.Tensor"], list[str], list[str]]:
+    """Read a safetensors file and check it against ``model`` without changing the model ->
+    (tensors to load, missing names, unexpected names).
+
+    Tied parameters (one tensor under several names, saved once) count as present when any of their names
+    is in the file. Raises FileNotFoundError / CorruptFileError naming ``path`` for a missing or damaged
+    file, CorruptFileError for a shape mismatch or (``strict``) missing/unexpected tensors.
+    """
+    tensors = read_safetensors(path, device)
+    own = model.state_dict()
+    aliases: dict[tuple[int, tuple[int, ...]], set[str]] = {}
+    for k, v in own.items():
+        aliases.setdefault((v.data_ptr(), tuple(v.shape)), set()).add(k)
+    missing = [k for k, v in own.items() if not aliases[(v.data_ptr(), tuple(v.shape))] & tensors.keys()]
+    unexpected = [k for k in tensors if k not in own]
+    wrong = [f"{k}: {tuple(tensors[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+             for k in tensors if k in own and tensors[k].shape != own[k].shape]
+    if wrong or (strict and (missing or unexpected)):
+        parts = [f"shape mismatch {wrong[:3]}"] * bool(wrong) + [f"missing {missing[:5]}"] * bool(strict and missing) \
+            + [f"unexpected {unexpected[:5]}"] * bool(strict and unexpected)
+        raise CorruptFileError(f"{Path(path)}: weights do not fit {type(model).__name__}: {'; '.join(parts)}")
+    return {k: v for k, v in tensors.items() if k in own}, missing, unexpected
+
+
+def load_weights(model: "torch.nn.Module", path: str | os.PathLike, strict: bool = True, device: str = "cpu"
+                 ) -> tuple[list[str], list[str]]:
+    """``safetensors.torch.load_model`` that leaves ``model`` untouched on failure: the whole file is read
+    and checked by ``fitting_weights`` before any tensor is copied. Returns (missing, unexpected) names."""
+    tensors, missing, unexpected = fitting_weights(model, path, strict, device)
+    model.load_state_dict(tensors, strict=False)
+    return missing, unexpected

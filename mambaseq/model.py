@@ -6,7 +6,6 @@ Checkpoints describe themselves: ``save_pretrained(dir)`` writes ``config.json``
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -15,11 +14,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from mambaseq.config import MambaConfig
+from mambaseq.fileio import load_weights, read_json
 from mambaseq.modules.mamba import Mamba, MambaCache
 
 CONFIG_NAME = "config.json"
@@ -64,6 +64,20 @@ class ResidualBlock(nn.Module):
         return self.mixer.allocate_cache(batch_size, device, dtype)
 
 
+def check_token_ids(input_ids: Tensor, vocab_size: int) -> None:
+    """ValueError unless every id is in [0, vocab_size) (ids in the padded part of the embedding would be
+    used silently, negative ones fail far from the cause). Skipped while a CUDA graph is being captured,
+    which cannot read values back."""
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must be integer token ids, got {input_ids.dtype}")
+    if input_ids.numel() == 0 or (input_ids.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return
+    lo, hi = (int(v) for v in torch.aminmax(input_ids))
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"input_ids must lie in [0, {vocab_size - 1}] (vocab_size={vocab_size}), got ids in "
+                         f"[{lo}, {hi}]")
+
+
 class MambaBackbone(nn.Module):
     """Embedding -> n_layer residual Mamba blocks -> final norm: (batch, L) ids -> (batch, L, d_model)."""
 
@@ -78,6 +92,7 @@ class MambaBackbone(nn.Module):
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
             raise ValueError(f"input_ids must be (batch, length) integer tokens; got {input_ids.dtype} "
                              f"{tuple(input_ids.shape)}")
+        check_token_ids(input_ids, self.cfg.vocab_size)
         h = self.embedding(input_ids.long())
         for i, layer in enumerate(self.layers):
             c = cache[i] if cache is not None else None
@@ -89,6 +104,7 @@ class MambaBackbone(nn.Module):
 
     def step(self, input_ids: Tensor, cache: list[MambaCache]) -> Tensor:
         """input_ids (batch,) -> hidden (batch, d_model); updates ``cache`` in place."""
+        check_token_ids(input_ids, self.cfg.vocab_size)
         h = self.embedding(input_ids.long())
         for layer, c in zip(self.layers, cache):
             h = layer.step(h, c)
@@ -146,10 +162,8 @@ class PretrainedMixin:
         cfg.__post_init__()
         model = cls(cfg)
         wpath = d / WEIGHTS_NAME
-        if not wpath.is_file():
-            raise FileNotFoundError(f"{wpath}: missing weights file")
         same = meta.get("architecture") == cls.__name__
-        missing, unexpected = load_model(model, str(wpath), strict=same, device=map_location)
+        missing, unexpected = load_weights(model, wpath, strict=same, device=map_location)  # errors name wpath
         if not same:  # cross-architecture (LM -> classifier): every backbone tensor must have been loaded
             bad = [k for k in missing if k.startswith("backbone.")]
             if bad:
@@ -217,7 +231,7 @@ def load_pretrained(directory: str | os.PathLike, map_location: str = "cpu", **o
     """Load any mambaseq checkpoint directory as the architecture recorded in its config.json."""
     path = Path(directory) / CONFIG_NAME
     try:
-        arch = json.loads(path.read_text()).get("architecture")
+        arch = read_json(path).get("architecture")  # a damaged file: CorruptFileError naming it
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no config.json (expected a save_pretrained directory)") from None
     if arch not in ARCHITECTURES:

@@ -27,11 +27,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch import Tensor
 
 from mambaseq.config import MambaConfig
-from mambaseq.model import ResidualBlock, _init_weights, _norm
+from mambaseq.fileio import load_weights, read_json
+from mambaseq.model import ResidualBlock, _init_weights, _norm, check_token_ids
 from mambaseq.modules.mamba import MambaCache
 
 
@@ -181,10 +182,12 @@ class SaShiMiLM(nn.Module):
         if input_ids.dim() != 2 or input_ids.is_floating_point():
             raise ValueError(f"input_ids must be (batch, length) integer tokens, got {input_ids.dtype} "
                              f"{tuple(input_ids.shape)}")
+        check_token_ids(input_ids, self.cfg.vocab_size)
         return self.lm_head(self.norm_f(self.body(self.embedding(input_ids.long()), cache)))
 
     def step(self, input_ids: Tensor, cache: ScaleCache) -> Tensor:
         """input_ids (b,) -> logits (b, vocab_size); updates `cache` in place."""
+        check_token_ids(input_ids, self.cfg.vocab_size)
         return self.lm_head(self.norm_f(self.body.step(self.embedding(input_ids.long()), cache)))
 
     def allocate_inference_cache(self, batch_size: int, device=None, dtype=None) -> ScaleCache:
@@ -211,12 +214,16 @@ class SaShiMiLM(nn.Module):
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> "SaShiMiLM":
         d = Path(directory)
         try:
-            raw = json.loads((d / "config.json").read_text())
+            raw = read_json(d / "config.json")  # a damaged file: CorruptFileError naming it
         except FileNotFoundError:
             raise FileNotFoundError(f"{d / 'config.json'}: missing (expected a save_pretrained directory)") from None
         if raw.get("architecture") != cls.__name__:
             raise ValueError(f"{d / 'config.json'}: architecture {raw.get('architecture')!r}, expected {cls.__name__}")
         known = {f.name for f in dataclasses.fields(SaShiMiConfig)}
+        unknown = set(raw) - known - {"architecture"}
+        if unknown:
+            raise ValueError(f"{d / 'config.json'}: unknown SaShiMiConfig field(s) {sorted(unknown)}; fields are "
+                             f"{sorted(known)}")
         model = cls(SaShiMiConfig(**{k: v for k, v in raw.items() if k in known}))
-        load_model(model, str(d / "model.safetensors"), device=map_location)
+        load_weights(model, d / "model.safetensors", device=map_location)  # errors name the file
         return model

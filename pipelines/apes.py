@@ -25,6 +25,7 @@ from mambaseq.data import (VOCAB, Interval, RandomWindows, TiledWindows, TokenSt
                            split_intervals, write_bed)
 from mambaseq.fileio import write_json
 from mambaseq.model import MambaForSequenceClassification, load_pretrained
+from mambaseq.settings import check_settings, compose
 from mambaseq.training import TrainConfig, autocast_context, classification_loss, latest_checkpoint, resolve_device
 from mambaseq.training import train as train_loop
 
@@ -34,14 +35,20 @@ Config = dict[str, Any]
 
 
 # --- configuration ----------------------------------------------------------------------------------
-def load_config(overrides: Sequence[str] = (), config_name: str = "apes") -> Config:
-    """Compose ``configs/<config_name>.yaml`` with Hydra overrides -> plain nested dict."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
+SETTINGS = {
+    "seed": "int>=0", "data.seq_len": "int>=1", "data.seq_lens": "[int>=1]|null", "data.tokens_per_step": "int>=1|null",
+    "data.fractions": "[float>=0]", "data.seed": "int>=0", "data.sim_length": "int>=1", "data.rc_augment": "bool",
+    "data.region_size": "int>=1|null",
+}
 
-    with initialize_config_module(config_module="mambaseq.configs", version_base=None):
-        cfg = compose(config_name=config_name, overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+def load_config(overrides: Sequence[str] = (), config_name: str = "apes") -> Config:
+    """Compose ``configs/<config_name>.yaml`` with Hydra overrides -> plain nested dict, with every setting
+    checked by name (ConfigError) before anything runs."""
+    cfg = compose(config_name, overrides)
+    check_settings(cfg, SETTINGS)
+    TrainConfig.from_dict({k: v for k, v in cfg["train"].items() if k not in ("seq_len", "seed")})
+    return cfg
 
 
 def seq_lens(cfg: Config) -> list[int]:

@@ -33,6 +33,7 @@ from mambaseq.fileio import write_json
 from mambaseq.generation import sample
 from mambaseq.model import MambaLMHeadModel, load_pretrained
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
+from mambaseq.settings import check_settings, compose
 from mambaseq.training import TrainConfig, latest_checkpoint, lm_loss, resolve_device
 from mambaseq.training import train as train_loop
 
@@ -42,14 +43,21 @@ LN2 = math.log(2)
 
 
 # --- configuration and data -------------------------------------------------------------------------
-def load_config(overrides: Sequence[str] = (), config_name: str = "audio") -> Config:
-    """Compose ``configs/<config_name>.yaml`` with Hydra overrides -> plain nested dict."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
+SETTINGS = {
+    "seed": "int>=0", "threads": "int>=0", "classifier.epochs": "int>=1", "classifier.batch_size": "int>=1",
+    "classifier.lr": "float>0", "eval.val_clips": "int>=1", "eval.nll_clips": "int>=1", "eval.batch_size": "int>=1",
+    "generate.n_samples": "int>=1", "generate.batch_size": "int>=1", "generate.seconds": "float>0",
+    "generate.temperature": "float>0", "generate.top_k": "int>=0", "generate.top_p": "prob",
+    "generate.prefix_seconds": "float>=0", "generate.mel_examples": "int>=0",
+}
 
-    with initialize_config_module(config_module="mambaseq.configs", version_base=None):
-        cfg = compose(config_name=config_name, overrides=list(overrides))
-    out = OmegaConf.to_container(cfg, resolve=True)
+
+def load_config(overrides: Sequence[str] = (), config_name: str = "audio") -> Config:
+    """Compose ``configs/<config_name>.yaml`` with Hydra overrides -> plain nested dict, with every setting
+    checked by name (ConfigError) before anything runs."""
+    out = compose(config_name, overrides)
+    check_settings(out, SETTINGS)  # ConfigError naming the key, before anything runs
+    TrainConfig.from_dict({k: v for k, v in out["train"].items() if k != "seed"})
     if out.get("threads"):
         torch.set_num_threads(int(out["threads"]))
     return out  # type: ignore[return-value]

@@ -24,14 +24,14 @@ import numpy as np
 import torch
 
 from mambaseq.config import MambaConfig
-from mambaseq.data import VOCAB, TiledWindows, TokenStore, decode
+from mambaseq.data import VOCAB, TiledWindows, TokenStore, decode, format_region, parse_region
 from mambaseq.fileio import write_json
 from mambaseq.generation import sample, sequence_loglik
 from mambaseq.model import MambaLMHeadModel, load_pretrained
+from mambaseq.settings import ConfigError, check_settings, compose
 from mambaseq.training import TrainConfig, autocast_context, latest_checkpoint, lm_loss, resolve_device
 from mambaseq.training import train as train_loop
 
-from .apes import load_config as _compose
 from .pretrain_data import ShardedLMBatches, describe, genome_splits, prepare_genome
 from .pretrain_report import (compare_to_real, lm_eval, plot_curves, position_buckets, reduce_eval, write_fasta,
                               write_position_curve)
@@ -40,9 +40,38 @@ Config = dict[str, Any]
 
 
 # --- configuration and distributed set-up ---------------------------------------------------------------
+SETTINGS = {
+    "seed": "int>=0", "tokens_per_step": "int>=1|null",
+    "data.seq_len": "int>=1", "data.seq_lens": "[int>=1]|null", "data.region_size": "int>=2",
+    "data.fractions": "[float>=0]", "data.min_gap": "int>=1", "data.seed": "int>=0", "data.sim_length": "int>=1",
+    "data.rc_augment": "bool",
+    "eval.val_tokens": "int>=1", "eval.test_tokens": "int>=1", "eval.batch_tokens": "int>=1",
+    "generate.enabled": "bool", "generate.n_samples": "int>=1", "generate.prompt_len": "int>=1",
+    "generate.n_new": "int>=1", "generate.temperature": "float>0", "generate.top_k": "int>=0",
+    "generate.top_p": "prob", "generate.real_bases": "int>=1", "finetune.enabled": "bool",
+}
+
+
 def load_config(overrides: Sequence[str] = (), config_name: str = "pretrain") -> Config:
-    """Compose ``configs/pretrain.yaml`` (or ``config_name``) with Hydra overrides -> nested dict."""
-    return _compose(overrides, config_name)
+    """Compose ``configs/pretrain.yaml`` (or ``config_name``) with Hydra overrides -> nested dict, checked
+    by ``check_config`` (ConfigError naming the key) before anything runs."""
+    cfg = compose(config_name, overrides)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: Config) -> None:
+    """Every setting the pipeline uses, by dotted key (``mambaseq.settings``), plus the train group as a
+    TrainConfig, and that a context fits in a split block; ConfigError names the first bad key."""
+    check_settings(cfg, SETTINGS)
+    d = cfg["data"]
+    if len(d["fractions"]) != 3 or not math.isclose(sum(d["fractions"]), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"data.fractions={d['fractions']!r}: must be three train/val/test fractions summing to 1")
+    for L in d.get("seq_lens") or [d["seq_len"]]:
+        if L + 1 > int(d["region_size"]):
+            raise ConfigError(f"data.seq_len={L}: a window of seq_len + 1 bases must fit in data.region_size="
+                              f"{d['region_size']}")
+    TrainConfig.from_dict({k: v for k, v in cfg["train"].items() if k not in ("seq_len", "seed")})
 
 
 def dist_info() -> tuple[int, int, int]:
@@ -219,19 +248,15 @@ def _prompts(cfg: Config, store: TokenStore) -> tuple[np.ndarray, np.ndarray | N
                                  f"generate.prompt_len={P}")
         picks = [recs[i % len(recs)] for i in range(n)]
         return np.stack([ids[-P:] for _, ids in picks]), None, [f"{nm}:last{P}" for nm, _ in picks]
-    if g.get("region"):
-        seq, span = str(g["region"]).rsplit(":", 1)
-        try:
-            start, end = (int(x.replace(",", "")) for x in span.split("-"))
-        except ValueError:
-            raise ValueError(f"generate.region must be 'SEQ:START-END', got {g['region']!r}") from None
-        ids = np.asarray(store.window(seq, start, end))
-        return np.stack([ids] * n), None, [f"{seq}:{start}-{end}"] * n
+    if g.get("region"):  # 1-based inclusive, as samtools faidx
+        iv = parse_region(g["region"], store, "generate.region")
+        ids = np.asarray(store.window(iv.seq, iv.start, iv.end))
+        return np.stack([ids] * n), None, [format_region(iv.seq, iv.start, iv.end)] * n
     tw = TiledWindows(store, _splits(cfg, store)["test"], P + n_new, max_per_label=n, seed=seed)
     if len(tw) < n:
         raise ValueError(f"only {len(tw)} test windows of {P + n_new} bases; lower generate.n_samples/n_new")
     wins = np.stack([tw[i][0].numpy().astype(np.uint8) for i in range(n)])
-    return wins[:, :P], wins[:, P:], [f"{c.seq}:{c.start}-{c.start + P}" for c in map(tw.coords, range(n))]
+    return wins[:, :P], wins[:, P:], [format_region(c.seq, c.start, c.start + P) for c in map(tw.coords, range(n))]
 
 
 class ACGTOnly(torch.nn.Module):

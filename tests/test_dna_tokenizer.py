@@ -53,6 +53,41 @@ def test_reverse_complement_batched_and_specials():
     assert rc.tolist() == [[PAD_ID, N_ID, 0, 1, 2, 3], [1, 2, 3, 0, 0, PAD_ID]]
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.int64])
+def test_reverse_complement_output_usable_downstream(request, dtype):
+    """The case `rc_negative_strides.py` and its kind (issue 14, kind 8), property over 50 random inputs of
+    random shape and layout (C order, Fortran order, strided and reversed views): the numpy result is a
+    new C-contiguous array of the input dtype that torch.from_numpy accepts, and equals the naive reverse
+    complement (with a torch tensor input giving the same ids)."""
+    from seeding import rng_for
+
+    rng = rng_for(request)
+    for _ in range(50):
+        shape = tuple(int(s) for s in rng.integers(1, 7, int(rng.integers(1, 4))))
+        x = rng.integers(0, len(VOCAB), shape).astype(dtype)
+        view = rng.choice(["c", "fortran", "strided", "reversed"])
+        if view == "fortran":
+            x = np.asfortranarray(x)
+        elif view == "strided":
+            x = np.repeat(x, 2, axis=-1)[..., ::2]
+        elif view == "reversed":
+            x = x[..., ::-1]
+        rc = reverse_complement(x)
+        assert rc.flags["C_CONTIGUOUS"] and min(rc.strides) > 0 and rc.dtype == x.dtype and rc.shape == x.shape
+        assert not np.shares_memory(rc, x)
+        t = torch.from_numpy(rc)
+        comp = np.array([3, 2, 1, 0] + list(range(4, len(VOCAB))))
+        np.testing.assert_array_equal(rc, comp[x][..., ::-1])
+        np.testing.assert_array_equal(reverse_complement(torch.from_numpy(x.copy(order="C"))).numpy(), t)
+
+
+@pytest.mark.parametrize("bad", [np.array([0, 256], np.int64), np.array([-1, 2]), np.array([0.0, 1.0]),
+                                 np.array(3, np.uint8)], ids=["too_big", "negative", "float", "0d"])
+def test_reverse_complement_rejects_non_token_arrays(bad):
+    with pytest.raises(ValueError, match="token ids"):
+        reverse_complement(bad)
+
+
 def test_rc_augment_seeded_and_row_wise():
     rng = np.random.default_rng(0)
     x = torch.from_numpy(np.stack([encode(random_dna(rng, 50, "ACGT")) for _ in range(64)])).long()

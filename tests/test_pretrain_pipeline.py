@@ -134,7 +134,7 @@ def test_generate_writes_fasta_with_model_logliks(setup):
                          re.M)
     assert len(prompts) == 3
     for h, s, (seq, a, b) in zip(headers, seqs, prompts):
-        prompt = torch.from_numpy(np.array(store.window(seq, int(a), int(b)))).long()
+        prompt = torch.from_numpy(np.array(store.window(seq, int(a) - 1, int(b)))).long()  # 1-based, inclusive
         full = torch.cat([prompt, torch.from_numpy(encode(s)).long()])[None]
         ll = float(sequence_loglik(model, full) - sequence_loglik(model, full[:, :40]))
         assert float(re.search(r"loglik_nats=(\S+)", h).group(1)) == pytest.approx(ll, abs=0.02)

@@ -1,6 +1,6 @@
 """Audio: waveform I/O, 8-bit quantization, mel spectrograms, digit classifier metrics."""
 
-from .io import SAMPLE_RATE, AudioError, fix_length, load_audio, resample, save_wav
+from .io import SAMPLE_RATE, AudioError, AudioWarning, fix_length, load_audio, resample, save_wav
 from .quantize import (
     N_CLASSES,
     QUANTIZERS,
@@ -16,6 +16,7 @@ from .quantize import (
 __all__ = [
     "SAMPLE_RATE",
     "AudioError",
+    "AudioWarning",
     "fix_length",
     "load_audio",
     "resample",

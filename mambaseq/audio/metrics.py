@@ -13,7 +13,6 @@ way are the ceiling.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -23,11 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from scipy import linalg
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch import Tensor
 from tqdm import tqdm
 
-from ..fileio import write_json
+from ..fileio import load_weights, read_json, write_json
 from .features import LogMel
 
 EPS = 1e-12
@@ -137,9 +136,9 @@ class DigitClassifier(nn.Module):
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "DigitClassifier":
         d = Path(directory)
-        cfg = json.loads((d / "classifier.json").read_text())
+        cfg = read_json(d / "classifier.json")  # errors name the file
         m = cls(cfg["n_classes"], cfg["width"], cfg["n_mels"])
-        load_model(m, str(d / "classifier.safetensors"))
+        load_weights(m, d / "classifier.safetensors")
         return m.eval()
 
 

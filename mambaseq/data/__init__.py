@@ -17,10 +17,11 @@ from .dna import (
     rc_augment,
 )
 from .store import TokenStore
-from .windows import Interval, RandomWindows, TiledWindows, read_bed, write_bed, split_intervals
+from .windows import (Interval, RandomWindows, TiledWindows, format_region, parse_region, read_bed, split_intervals,
+                      write_bed)
 
 __all__ = [
     "ALPHABET", "VOCAB", "N_ID", "PAD_ID", "CharTokenizer", "KmerTokenizer", "encode", "decode",
     "reverse_complement", "rc_augment", "TokenStore", "Interval", "RandomWindows", "TiledWindows",
-    "read_bed", "write_bed", "split_intervals",
+    "read_bed", "write_bed", "split_intervals", "parse_region", "format_region",
 ]

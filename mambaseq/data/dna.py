@@ -98,12 +98,20 @@ def soft_mask_runs(seq: str | bytes | np.ndarray) -> np.ndarray:
 def reverse_complement(ids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Reverse complement of token ids along the last axis; N and specials keep their id.
 
-    Works on numpy (..., L) uint8/int arrays and torch (..., L) integer tensors (any device).
+    Works on numpy (..., L) uint8/int arrays and torch (..., L) integer tensors (any device). The result
+    is a new C-contiguous array/tensor of the input's dtype (never a negative-stride view), so
+    ``torch.from_numpy(reverse_complement(x))`` works.
     """
     if isinstance(ids, torch.Tensor):
         table = _COMPLEMENT_T.to(ids.device)
         return table[ids.long()].to(ids.dtype).flip(-1)
-    return _COMPLEMENT[np.asarray(ids)].astype(np.asarray(ids).dtype, copy=False)[..., ::-1]
+    arr = np.asarray(ids)
+    if arr.dtype.kind not in "ui" or arr.ndim == 0:
+        raise ValueError(f"reverse_complement expects (..., L) integer token ids, got {arr.dtype} {arr.shape}")
+    if arr.dtype != np.uint8 and arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise ValueError(f"token ids must lie in [0, 255], got range [{arr.min()}, {arr.max()}]")
+    # a fresh C-order allocation: ascontiguousarray may keep a negative stride on a length-1 axis
+    return _COMPLEMENT[arr[..., ::-1]].astype(arr.dtype, order="C")
 
 
 def rc_augment(batch: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -35,6 +35,43 @@ class Interval(NamedTuple):
         return self.end - self.start
 
 
+# --- region strings (samtools / UCSC / IGV convention) ---------------------------------------------
+def parse_region(region: str, store: TokenStore, what: str = "region") -> Interval:
+    """``SEQ:START-END`` (1-based, both ends inclusive, as ``samtools faidx`` and UCSC: ``chr1:1-4`` is the
+    first four bases; commas allowed), ``SEQ:START`` (to the end of SEQ) or ``SEQ`` -> the half-open,
+    0-based ``Interval(SEQ, START - 1, END)`` used everywhere else (BED, ``TokenStore.window``).
+
+    Raises ValueError naming ``what`` and the region when it is malformed, names no sequence of ``store``,
+    has START < 1 or START > END, or ends beyond the sequence (its length is given).
+    """
+    text = str(region).strip()
+    seq, _, span = text.rpartition(":") if ":" in text else (text, "", "")
+    if span and seq not in store._by_name and text in store._by_name:  # a name that itself holds ':'
+        seq, span = text, ""
+    if seq not in store._by_name:
+        raise ValueError(f"{what} {text!r}: no sequence {seq!r} in {store.path} (has e.g. {store.names[:3]})")
+    length = int(store.lengths[store.resolve(seq)])
+    try:
+        start_s, sep, end_s = span.replace(",", "").partition("-")
+        start = int(start_s) if span else 1
+        end = int(end_s) if sep else length
+    except ValueError:
+        raise ValueError(f"{what} must be 'SEQ:START-END' (1-based, inclusive), 'SEQ:START' or 'SEQ', "
+                         f"got {text!r}") from None
+    if start < 1:
+        raise ValueError(f"{what} {text!r}: positions are 1-based (the first base is 1), got start {start}")
+    if start > end:
+        raise ValueError(f"{what} {text!r}: start {start} is after end {end}")
+    if end > length:
+        raise ValueError(f"{what} {text!r}: end {end} is beyond the end of {seq} ({length} bases, 1..{length})")
+    return Interval(seq, start - 1, end)
+
+
+def format_region(seq: str, start: int, end: int) -> str:
+    """Half-open 0-based [start, end) -> ``SEQ:START-END`` in the 1-based inclusive convention."""
+    return f"{seq}:{start + 1}-{end}"
+
+
 # --- BED ------------------------------------------------------------------------------------------
 def read_bed(path: str | Path) -> list[Interval]:
     """BED (chrom, start, end[, name]) -> intervals; the name column (if any) is the split."""

@@ -67,12 +67,27 @@ class TrainConfig:
     tensorboard: bool = False
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Every field checked by name (``train.<field>``) before any training work starts."""
+        from mambaseq.settings import ConfigError, check_settings
+
+        self.betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else self.betas
+        check_settings({"train": dataclasses.asdict(self)}, {f"train.{k}": r for k, r in _TRAIN_RULES.items()})
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"train.betas={list(self.betas)!r}: must be two numbers in [0, 1)")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"train.precision={self.precision!r}: must be auto, bf16 or fp32")
+        if not isinstance(self.device, str):
+            raise ConfigError(f"train.device={self.device!r}: must be a device name such as auto, cpu, cuda:0")
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        from mambaseq.settings import ConfigError
+
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown train settings {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(f"train: unknown train settings {sorted(unknown)}; known: {sorted(known)}")
         d = dict(d)
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
@@ -84,6 +99,16 @@ class TrainConfig:
             n_stages = int(math.log2(self.seq_len // self.seq_len_min)) + 1
             stage_steps = self.seq_len_stage_steps or max(self.max_steps // (2 * n_stages), 1)
         return SeqLenSchedule(self.seq_len, self.batch_size, self.seq_len_min, stage_steps)
+
+
+_TRAIN_RULES = {
+    "max_steps": "int>=1", "lr": "float>0", "min_lr_ratio": "float>=0", "warmup_steps": "int>=0",
+    "weight_decay": "float>=0", "grad_clip": "float>=0", "seq_len": "int>=1", "batch_size": "int>=1",
+    "seq_len_warmup": "bool", "seq_len_min": "int>=1", "seq_len_stage_steps": "int>=0",
+    "max_tokens_per_micro": "int>=0", "seed": "int>=0", "log_every": "int>=1", "eval_every": "int>=0",
+    "ckpt_every": "int>=0", "keep_last": "int>=0", "max_time_s": "float>=0", "tensorboard": "bool",
+    "progress": "bool",
+}
 
 
 def resolve_device(name: str) -> torch.device:
