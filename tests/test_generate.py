@@ -261,3 +261,17 @@ def test_gpu_graph_sampling_reproducible_and_flat_memory(kind, request):
     run(5, 4096)
     long = torch.cuda.max_memory_allocated() - base
     assert long - short <= 4 * (4096 - 256) * 8 * 2 + (1 << 20), (short, long)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_graph_eos_and_scores_match_eager(request):
+    seed = _seed(request)
+    m = _model("complex", seed, vocab=4).cuda()
+    prompt = _prompt(seed, 3, 4, vocab=4, device="cuda")
+    free = m.generate(prompt, max_new_tokens=150, top_k=1)
+    eos = int(free[0, 4 + 2])
+    kw = dict(max_new_tokens=150, top_k=1, eos_token_id=eos, output_scores=True, return_dict_in_generate=True)
+    eager, graph = m.generate(prompt, **kw), m.generate(prompt, cg=True, **kw)
+    assert torch.equal(eager.sequences, graph.sequences) and torch.equal(eager.lengths, graph.lengths)
+    torch.testing.assert_close(torch.stack(graph.scores), torch.stack(eager.scores), rtol=1e-4, atol=1e-4)
