@@ -17,7 +17,8 @@ models whose step depends on the position modulo ``decode_phases``, e.g. SaShiMi
 model and replayed once per token: no host synchronisation per token (with ``eos_token_id`` the host checks
 for all-finished once every ``EOS_CHECK_EVERY`` tokens). Sampling draws argmax(log p - log E), E ~ Exp(1)
 (the exponential race: exactly a draw from p), so it needs no ``torch.multinomial`` and is graph-safe; the
-generator is registered with the graph (philox offsets advance per replay).
+graphs draw from a generator registered with them (philox offsets advance per replay) that takes the
+caller's generator state before decoding and gives the advanced state back after.
 
 Example:
     out = sample(model, n_new=16000, batch_size=8, start_token=128, temperature=1.0, top_p=0.95)
@@ -231,9 +232,11 @@ class _Decoder:
             self.last_logits = self._body()
 
     def capture(self) -> None:
-        """Warm up (compiles the kernels) and capture one CUDA graph per phase; leaves the RNG as it found it."""
-        gen = self.generator
-        rng = gen.get_state() if gen is not None else None
+        """Warm up (compiles the kernels) and capture one CUDA graph per phase. Sampling graphs draw from the
+        decoder's own generator, registered with every graph; ``generate`` loads the caller's RNG state into
+        it before decoding and hands the advanced state back after, so one graph serves any generator."""
+        if not self.st.greedy:
+            self.generator = torch.Generator(device=self.ids.device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -244,18 +247,15 @@ class _Decoder:
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
         pool = torch.cuda.graph_pool_handle()
-        default = torch.cuda.default_generators[self.ids.device.index or 0]
         for k in range(self.phases):
             self.set_position(k)
             g = torch.cuda.CUDAGraph()
-            if gen is not None and gen is not default and not self.st.greedy:
-                g.register_generator_state(gen)
+            if self.generator is not None:
+                g.register_generator_state(self.generator)
             with torch.cuda.graph(g, pool=pool):
                 self.logits.append(self._body())  # kept alive: no other phase's graph reuses its memory
             self.graphs.append(g)
         torch.cuda.synchronize()
-        if gen is not None:
-            gen.set_state(rng)
         self.reset()
 
 
@@ -264,16 +264,15 @@ def _param_key(model: torch.nn.Module) -> tuple:
     return (ps[0].device, ps[0].dtype, hash(tuple(p.data_ptr() for p in ps)))
 
 
-def _graph_decoder(model: torch.nn.Module, batch: int, st: _Settings, generator: torch.Generator,
-                   keep_scores: bool) -> _Decoder:
-    """The captured decoder for (batch, settings, generator, weights) cached on the model, captured on first use."""
+def _graph_decoder(model: torch.nn.Module, batch: int, st: _Settings, keep_scores: bool) -> _Decoder:
+    """The captured decoder for (batch, settings, weights) cached on the model, captured on first use."""
     store: dict = model.__dict__.setdefault("_generation_graphs", {})
-    key = (batch, st, id(generator), keep_scores, _param_key(model))
+    key = (batch, st, keep_scores, _param_key(model))
     dec = store.pop(key, None)
     if dec is None:
         while len(store) >= MAX_CACHED_GRAPHS:
             store.pop(next(iter(store)))
-        dec = _Decoder(model, batch, st, generator, next(model.parameters()).device, keep_scores)
+        dec = _Decoder(model, batch, st, None, next(model.parameters()).device, keep_scores)
         dec.capture()
     store[key] = dec  # most recently used last
     return dec
@@ -337,14 +336,16 @@ def generate(
     device = next(model.parameters()).device
     if cg and device.type != "cuda":
         raise ValueError(f"cg=True needs a CUDA model (CUDA graphs); this one is on {device}: use cg=False")
-    if cg and generator is None:
+    if cg and generator is None and not st.greedy:
         generator = torch.cuda.default_generators[device.index or 0]
     input_ids = input_ids.to(device=device, dtype=torch.long)
     was_training = model.training
     model.eval()
     try:
         if cg:
-            dec = _graph_decoder(model, b, st, generator, output_scores)
+            dec = _graph_decoder(model, b, st, output_scores)
+            if dec.generator is not None:  # continue the caller's random stream in the graphs' generator
+                dec.generator.set_state(generator.get_state())
         else:
             dec = _Decoder(model, b, st, generator, device, output_scores)
         dec.reset()
@@ -362,6 +363,8 @@ def generate(
             if st.eos_token_id is not None and t % EOS_CHECK_EVERY == 0 and bool(dec.finished.all()):
                 done = t + 1
                 break
+        if cg and dec.generator is not None:
+            generator.set_state(dec.generator.get_state())  # the caller's generator advanced as if it drew
     finally:
         model.train(was_training)
     seqs = torch.cat([input_ids, out[:, :done]], 1)
