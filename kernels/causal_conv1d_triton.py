@@ -140,13 +140,13 @@ def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Tensor | None, act: bo
 
 
 @triton.jit
-def _conv_update_kernel(x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr, d,
+def _conv_update_kernel(x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr, d, sx,
                         W: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, BD: tl.constexpr):
     pid_b = tl.program_id(0)
     dch = tl.program_id(1) * BD + tl.arange(0, BD)
     dmask = dch < d
     row = (pid_b * d + dch).to(tl.int64)
-    xv = tl.load(x_ptr + row, mask=dmask, other=0.0)
+    xv = tl.load(x_ptr + pid_b.to(tl.int64) * sx + dch, mask=dmask, other=0.0)
     acc = tl.zeros([BD], tl.float32)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + dch, mask=dmask, other=0.0).to(tl.float32)
@@ -164,15 +164,18 @@ def _conv_update_kernel(x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr, d,
 
 def causal_conv1d_update_triton(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None,
                                 act: bool) -> Tensor:
-    """x (b, d); conv_state (b, d, W) rolled in place (must be contiguous); returns (b, d)."""
+    """x (b, d), rows may be strided (a view of in_proj's output); conv_state (b, d, W) rolled in place
+    (must be contiguous); returns (b, d) contiguous."""
     if not conv_state.is_contiguous():
         raise ValueError("conv_state must be contiguous to be updated in place by the Triton kernel")
     b, d = x.shape
     W = weight.shape[1]
-    out = torch.empty_like(x)
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    out = torch.empty((b, d), device=x.device, dtype=x.dtype)
     BD = min(256, triton.next_power_of_2(d))
     w_ = weight.contiguous()
     _conv_update_kernel[(b, triton.cdiv(d, BD))](
-        x.contiguous(), conv_state, w_, bias if bias is not None else w_, out, d,
+        x, conv_state, w_, bias if bias is not None else w_, out, d, x.stride(0),
         W=W, HAS_BIAS=bias is not None, ACT=act, BD=BD)
     return out

@@ -17,6 +17,31 @@ from .selective_scan_triton import _num_sms
 
 
 @triton.jit
+def _softplus(dt):
+    """log(1 + e^dt) in fp32, exact for small e^dt and linear above 20 (as torch's softplus)."""
+    e = tl.exp(tl.minimum(dt, 20.0))
+    w = 1.0 + e
+    return tl.where(dt > 20.0, dt, tl.where(w == 1.0, e, tl.log(w) * e / (w - 1.0)))
+
+
+@triton.jit
+def _update_real(h, dt, dtx, ar, bv, cv):
+    """One real step on a (BD, BN) state tile: h = exp(dt A) h + dt x B; returns (h, sum_n C h)."""
+    h = tl.exp(dt[:, None] * ar) * h + dtx * bv
+    return h, tl.sum(h * cv, axis=1)
+
+
+@triton.jit
+def _update_cplx(hr, hi, dt, dtx, ar, ai, br, bi, cr, ci):
+    """One complex step (state, A, B, C as re/im tiles); returns (hr, hi, 2 Re(sum_n C h))."""
+    mag = tl.exp(dt[:, None] * ar)
+    pr = mag * tl.cos(dt[:, None] * ai)
+    pi = mag * tl.sin(dt[:, None] * ai)
+    hr, hi = pr * hr - pi * hi + dtx * br, pr * hi + pi * hr + dtx * bi
+    return hr, hi, 2.0 * tl.sum(hr * cr - hi * ci, axis=1)
+
+
+@triton.jit
 def _ssu_kernel(state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr,
                 d, N, G, dpg,
                 HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -34,9 +59,7 @@ def _ssu_kernel(state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bia
     if HAS_BIAS:
         dt += tl.load(bias_ptr + dch, mask=dmask, other=0.0).to(tl.float32)
     if SOFTPLUS:
-        e = tl.exp(tl.minimum(dt, 20.0))
-        w = 1.0 + e
-        dt = tl.where(dt > 20.0, dt, tl.where(w == 1.0, e, tl.log(w) * e / (w - 1.0)))
+        dt = _softplus(dt)
     xv = tl.load(x_ptr + row, mask=dmask, other=0.0).to(tl.float32)
     dtx = (dt * xv)[:, None]
     if CPLX:
@@ -48,27 +71,34 @@ def _ssu_kernel(state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bia
         bi = tl.load(B_ptr + 2 * bc + 1, mask=m2, other=0.0)
         cr = tl.load(C_ptr + 2 * bc, mask=m2, other=0.0)
         ci = tl.load(C_ptr + 2 * bc + 1, mask=m2, other=0.0)
-        mag = tl.exp(dt[:, None] * ar)
-        pr = mag * tl.cos(dt[:, None] * ai)
-        pi = mag * tl.sin(dt[:, None] * ai)
-        hr, hi = pr * hr - pi * hi + dtx * br, pr * hi + pi * hr + dtx * bi
+        hr, hi, y = _update_cplx(hr, hi, dt, dtx, ar, ai, br, bi, cr, ci)
         tl.store(state_ptr + 2 * st, hr, mask=m2)
         tl.store(state_ptr + 2 * st + 1, hi, mask=m2)
-        y = 2.0 * tl.sum(hr * cr - hi * ci, axis=1)
     else:
         ar = tl.load(A_ptr + a_off, mask=m2, other=0.0)
         h = tl.load(state_ptr + st, mask=m2, other=0.0)
         bv = tl.load(B_ptr + bc, mask=m2, other=0.0).to(tl.float32)
         cv = tl.load(C_ptr + bc, mask=m2, other=0.0).to(tl.float32)
-        h = tl.exp(dt[:, None] * ar) * h + dtx * bv
+        h, y = _update_real(h, dt, dtx, ar, bv, cv)
         tl.store(state_ptr + st, h, mask=m2)
-        y = tl.sum(h * cv, axis=1)
     if HAS_D:
         y += tl.load(D_ptr + dch, mask=dmask, other=0.0).to(tl.float32) * xv
     if HAS_Z:
         zz = tl.load(z_ptr + row, mask=dmask, other=0.0).to(tl.float32)
         y = y * zz * tl.sigmoid(zz)
     tl.store(out_ptr + row, y.to(out_ptr.dtype.element_ty), mask=dmask)
+
+
+def step_blocks(b: int, d: int, BN: int, device: torch.device) -> tuple[int, int]:
+    """(channels per program, warps) for a one-token step over a (b, d, BN) state."""
+    if device.type != "cuda" or triton_interpret():
+        return min(64, triton.next_power_of_2(d)), 4  # the interpreter: few, wide programs
+    # A step is one pass over b*d*N state values; at small batch the latency is how much of that
+    # pass one SM does in series, so spread the channels over at least ~2 programs per SM
+    # (b=1, d=4096, N=16: 256 programs of 16 channels instead of 64 programs of 64).
+    want = max(1, (b * d) // (2 * _num_sms(device.index or 0)))  # channels per program
+    BD = min(triton.next_power_of_2(d), max(16, min(1024 // BN, triton.next_power_of_2(want) // 2)))
+    return BD, max(1, min(4, BD * BN // 256))
 
 
 def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
@@ -87,15 +117,7 @@ def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tenso
     st = torch.view_as_real(state) if cplx else state
     out = torch.empty_like(x)
     BN = triton.next_power_of_2(N)
-    if x.device.type != "cuda" or triton_interpret():
-        BD, warps = min(64, triton.next_power_of_2(d)), 4  # the interpreter: few, wide programs
-    else:
-        # A step is one pass over b*d*N state values; at small batch the latency is how much of that
-        # pass one SM does in series, so spread the channels over at least ~2 programs per SM
-        # (b=1, d=4096, N=16: 256 programs of 16 channels instead of 64 programs of 64).
-        want = max(1, (b * d) // (2 * _num_sms(x.device.index or 0)))  # channels per program
-        BD = min(triton.next_power_of_2(d), max(16, min(1024 // BN, triton.next_power_of_2(want) // 2)))
-        warps = max(1, min(4, BD * BN // 256))
+    BD, warps = step_blocks(b, d, BN, x.device)
     x_ = x.contiguous()
     _ssu_kernel[(b, triton.cdiv(d, BD))](
         st, x_, dt.contiguous(), real(A) if cplx else A.float().contiguous(), real(B), real(C),

@@ -20,6 +20,8 @@ from torch.utils.checkpoint import checkpoint
 
 from mambaseq.config import MambaConfig
 from mambaseq.fileio import load_weights, read_json
+from mambaseq.generation import GenerationMixin
+from mambaseq.kernels import add_rms_norm
 from mambaseq.modules.mamba import Mamba, MambaCache
 
 CONFIG_NAME = "config.json"
@@ -103,12 +105,22 @@ class MambaBackbone(nn.Module):
         return self.norm_f(h)
 
     def step(self, input_ids: Tensor, cache: list[MambaCache]) -> Tensor:
-        """input_ids (batch,) -> hidden (batch, d_model); updates ``cache`` in place."""
+        """input_ids (batch,) -> hidden (batch, d_model); updates ``cache`` in place.
+
+        The same arithmetic as ``h = layer.step(h)`` per layer, with each residual add fused into the next
+        norm (one kernel on the GPU for RMSNorm models)."""
         check_token_ids(input_ids, self.cfg.vocab_size)
-        h = self.embedding(input_ids.long())
+        h, res = self.embedding(input_ids.long()), None
         for layer, c in zip(self.layers, cache):
-            h = layer.step(h, c)
-        return self.norm_f(h)
+            normed, res = self._add_norm(h, res, layer.norm)
+            h = layer.mixer.step(normed, c)
+        return self._add_norm(h, res, self.norm_f)[0]
+
+    def _add_norm(self, x: Tensor, residual: Tensor | None, norm: nn.Module) -> tuple[Tensor, Tensor]:
+        if isinstance(norm, nn.RMSNorm):
+            return add_rms_norm(x, residual, norm.weight, norm.eps, backend=self.cfg.backend)
+        res = x if residual is None else residual + x
+        return norm(res), res
 
     def allocate_inference_cache(self, batch_size: int, device=None, dtype=None) -> list[MambaCache]:
         return [layer.allocate_cache(batch_size, device, dtype) for layer in self.layers]
@@ -171,8 +183,9 @@ class PretrainedMixin:
         return model
 
 
-class MambaLMHeadModel(nn.Module, PretrainedMixin):
-    """Causal LM: (batch, L) ids -> (batch, L, vocab_size) logits; head tied to the embedding."""
+class MambaLMHeadModel(nn.Module, PretrainedMixin, GenerationMixin):
+    """Causal LM: (batch, L) ids -> (batch, L, vocab_size) logits; head tied to the embedding.
+    ``generate(input_ids, max_new_tokens=..., cg=True)``: see ``mambaseq.generation.generate``."""
 
     def __init__(self, cfg: MambaConfig) -> None:
         super().__init__()

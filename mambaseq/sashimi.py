@@ -32,6 +32,7 @@ from torch import Tensor
 
 from mambaseq.config import MambaConfig
 from mambaseq.fileio import load_weights, read_json
+from mambaseq.generation import GenerationMixin
 from mambaseq.model import ResidualBlock, _init_weights, _norm, check_token_ids
 from mambaseq.modules.mamba import MambaCache
 
@@ -104,32 +105,37 @@ class Scale(nn.Module):
             self.inner = Scale(cfg, level + 1, d_in)
 
     def forward(self, x: Tensor, cache: ScaleCache | None = None) -> Tensor:
+        """x (b, L, d) -> (b, L, d). With ``cache``: continues from the cached state (chunked prefill; a fresh
+        cache is the empty history) and leaves the state after the chunk in it."""
         b, L, d = x.shape
-        if cache is not None and cache.pos != 0:
-            raise ValueError("SaShiMi prefill needs a fresh cache (allocate_inference_cache); got one in use")
         for i, blk in enumerate(self.down_blocks):
             x = blk(x, cache=cache.down[i] if cache else None)
         if self.p:
-            m = L // self.p  # complete coarse steps; a trailing partial group waits in the fold buffer
+            r0 = cache.pos % self.p if cache is not None else 0  # fine inputs already waiting in the fold buffer
+            xx = torch.cat([cache.fold[:, :r0].to(x.dtype), x], 1) if r0 else x
+            m = xx.shape[1] // self.p  # complete coarse steps; a trailing partial group waits in the fold buffer
+            # the coarse output before this chunk's first group (zeros at the start of the sequence)
+            prev = cache.unfold.reshape(b, 1, self.p * d).to(x.dtype) if cache is not None else \
+                x.new_zeros(b, 1, self.p * d)
             coarse_out = None
             if m:
-                coarse = self.fold(x[:, : m * self.p].reshape(b, m, self.p * d))
+                coarse = self.fold(xx[:, : m * self.p].reshape(b, m, self.p * d))
                 coarse_out = self.unfold(self.inner(coarse, cache.inner if cache else None))  # (b, m, p*d)
                 # shift right by one coarse step: fine step t only sees coarse outputs of inputs < t
-                shifted = torch.cat([coarse_out.new_zeros(b, 1, self.p * d), coarse_out], 1)
-                y = shifted.reshape(b, (m + 1) * self.p, d)[:, :L]
+                shifted = torch.cat([prev, coarse_out], 1)
             else:
-                y = x.new_zeros(b, L, d)
+                shifted = prev
+            y = shifted.reshape(b, -1, d)[:, r0 : r0 + L]
             if cache is not None:
-                r = L - m * self.p
-                cache.fold[:, :r] = x[:, m * self.p :]
+                r = xx.shape[1] - m * self.p
+                cache.fold[:, :r] = xx[:, m * self.p :]
                 if coarse_out is not None:
                     cache.unfold.copy_(coarse_out[:, -1].reshape(b, self.p, d))
             x = x + y
         for i, blk in enumerate(self.up_blocks):
             x = blk(x, cache=cache.up[i] if cache else None)
         if cache is not None:
-            cache.pos = L
+            cache.pos += L
         return x
 
     def step(self, x: Tensor, cache: ScaleCache) -> Tensor:
@@ -150,6 +156,12 @@ class Scale(nn.Module):
         cache.pos += 1
         return x
 
+    def set_position(self, cache: ScaleCache, t: int) -> None:
+        """Mark ``cache`` as having consumed ``t`` fine steps (each coarser scale t // pool of them)."""
+        cache.pos = t
+        if self.p:
+            self.inner.set_position(cache.inner, t // self.p)
+
     def allocate_cache(self, batch_size: int, device=None, dtype=None) -> ScaleCache:
         w = next(self.parameters())
         device, dtype = device or w.device, dtype or w.dtype
@@ -163,8 +175,9 @@ class Scale(nn.Module):
         )
 
 
-class SaShiMiLM(nn.Module):
-    """Embedding -> multi-scale Mamba U-Net -> norm -> tied head: (b, L) ids -> (b, L, vocab_size) logits."""
+class SaShiMiLM(nn.Module, GenerationMixin):
+    """Embedding -> multi-scale Mamba U-Net -> norm -> tied head: (b, L) ids -> (b, L, vocab_size) logits.
+    ``generate(input_ids, max_new_tokens=..., cg=True)``: see ``mambaseq.generation.generate``."""
 
     def __init__(self, cfg: SaShiMiConfig) -> None:
         super().__init__()
@@ -192,6 +205,16 @@ class SaShiMiLM(nn.Module):
 
     def allocate_inference_cache(self, batch_size: int, device=None, dtype=None) -> ScaleCache:
         return self.body.allocate_cache(batch_size, device, dtype)
+
+    @property
+    def decode_phases(self) -> int:
+        """The step's work depends on the position modulo this (which scales advance): one graph per phase."""
+        return self.cfg.total_pool
+
+    def set_decode_position(self, cache: ScaleCache, t: int) -> None:
+        """Set the positions of every scale of ``cache`` as after ``t`` consumed tokens (graph replays
+        advance the tensors but not these Python counters)."""
+        self.body.set_position(cache, t)
 
     # -------------------------------------------------------------- checkpoints (config.json + safetensors)
     def save_pretrained(self, directory: str | os.PathLike, **meta: Any) -> Path:

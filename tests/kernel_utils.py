@@ -82,6 +82,30 @@ def run_interpreted(test_file: str, case_ids: list[str], timeout: float = 900) -
     return json.loads(lines[-1])
 
 
+def table_tests(test_file: str, table: list, interp_ids: list[str], case_errors) -> tuple:
+    """The standard pair of tests for a kernel module's shape table: the ``interp_ids`` cases under the CPU
+    interpreter (one subprocess for the module) and every case on a CUDA GPU (marked ``gpu``), each checked
+    at the tolerance of its ``dtype``. Returns (fixture, interpreter test, gpu test) to bind in the module."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def interp_results():
+        pytest.importorskip("triton")
+        return run_interpreted(test_file, interp_ids)
+
+    @pytest.mark.parametrize("case", [c for c in table if c.id in interp_ids], ids=lambda c: c.id)
+    def test_interpreter(case, interp_results):
+        check_errors(case.id, interp_results[case.id], TOLERANCES[DTYPES[case.dtype]])
+
+    @pytest.mark.parametrize("case", table, ids=lambda c: c.id)
+    @pytest.mark.gpu
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+    def test_gpu(case):
+        check_errors(case.id, case_errors(case, "cuda"), TOLERANCES[DTYPES[case.dtype]])
+
+    return interp_results, test_interpreter, test_gpu
+
+
 def _load_module(path: str):
     spec = importlib.util.spec_from_file_location(Path(path).stem + "_interp", path)
     mod = importlib.util.module_from_spec(spec)

@@ -75,13 +75,13 @@ def test_cache_memory_is_bounded():
     assert nbytes(cache) == before
 
 
-def test_prefill_needs_fresh_cache_and_round_trip(tmp_path):
+def test_prefill_after_a_step_continues_and_round_trip(tmp_path):
     m = _model(True, (4, 4))
+    x = torch.randint(0, 256, (1, 9), generator=torch.Generator().manual_seed(3))
     cache = m.allocate_inference_cache(1)
     with torch.no_grad():
-        m.step(torch.tensor([1]), cache)
-        with pytest.raises(ValueError, match="fresh cache"):
-            m(torch.zeros(1, 4, dtype=torch.long), cache=cache)
+        m.step(x[:, 0], cache)  # a prefill on a cache in use continues from it (chunked prefill)
+        torch.testing.assert_close(m(x[:, 1:], cache=cache), m(x)[:, 1:], rtol=1e-4, atol=1e-5)
     m.save_pretrained(tmp_path / "ck")
     m2 = SaShiMiLM.from_pretrained(tmp_path / "ck")
     assert m2.cfg == m.cfg

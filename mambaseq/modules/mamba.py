@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mambaseq.kernels import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
+from mambaseq.kernels import causal_conv1d, causal_conv1d_update, selective_scan, ssm_step
 
 
 @dataclass
@@ -131,12 +131,20 @@ class Mamba(nn.Module):
 
     # ------------------------------------------------------------------ parallel
     def forward(self, hidden_states: Tensor, cache: MambaCache | None = None) -> Tensor:
-        """hidden_states (batch, L, d_model) -> (batch, L, d_model). With ``cache``: fills it (prefill)."""
+        """hidden_states (batch, L, d_model) -> (batch, L, d_model).
+
+        With ``cache`` (prefill): the chunk continues from the cached state (conv inputs and SSM state; a
+        freshly allocated cache is the zero state), and the cache then holds the state after the chunk, so a
+        long prompt can be fed in pieces. Raises ValueError if the cache was allocated for another batch size.
+        """
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
             raise ValueError(
                 f"Mamba expects (batch, length, d_model={self.d_model}); got {tuple(hidden_states.shape)}"
             )
         b, L, _ = hidden_states.shape
+        if cache is not None and cache.conv_state.shape[0] != b:
+            raise ValueError(f"cache was allocated for batch size {cache.conv_state.shape[0]}, "
+                             f"but the input has batch size {b}")
         if hidden_states.is_cuda:
             xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2*d_inner, L)
             x, z = xz.chunk(2, dim=1)
@@ -144,12 +152,14 @@ class Mamba(nn.Module):
             w, bias, di = self.in_proj.weight, self.in_proj.bias, self.d_inner
             x = F.linear(hidden_states, w[:di], None if bias is None else bias[:di]).transpose(1, 2)
             z = F.linear(hidden_states, w[di:], None if bias is None else bias[di:]).transpose(1, 2)
-        if cache is not None:  # keep the last d_conv conv inputs (left-padded with zeros)
-            keep = x[:, :, -self.d_conv :]
-            cache.conv_state.zero_()
-            cache.conv_state[:, :, self.d_conv - keep.shape[2] :] = keep.to(cache.conv_state.dtype)
         w = self.conv1d.weight.squeeze(1)  # (d_inner, d_conv)
-        x = causal_conv1d(x, w, self.conv1d.bias, activation="silu", backend=self.backend)
+        if cache is None:
+            x = causal_conv1d(x, w, self.conv1d.bias, activation="silu", backend=self.backend)
+        else:  # continue the conv from the cached inputs; keep the last d_conv inputs for the next call
+            k = self.d_conv - 1
+            xh = torch.cat([cache.conv_state.to(x.dtype), x], dim=2)  # (b, d_inner, d_conv + L)
+            cache.conv_state.copy_(xh[:, :, -self.d_conv :])
+            x = causal_conv1d(xh[:, :, 1:], w, self.conv1d.bias, activation="silu", backend=self.backend)[:, :, k:]
         x_dbl = self.x_proj(x.transpose(1, 2))  # (b, L, dt_rank + n_bc)
         dt, B, C = self._ssm_inputs(x_dbl)
         y = selective_scan(
@@ -163,6 +173,7 @@ class Mamba(nn.Module):
             delta_bias=self.dt_proj.bias.float(),
             delta_softplus=True,
             return_last_state=cache is not None,
+            initial_state=None if cache is None else cache.ssm_state,
             backend=self.backend,
         )
         if cache is not None:
@@ -175,21 +186,13 @@ class Mamba(nn.Module):
         """One token: (batch, d_model) -> (batch, d_model); updates ``cache`` in place."""
         if hidden_states.dim() != 2 or hidden_states.shape[-1] != self.d_model:
             raise ValueError(f"Mamba.step expects (batch, d_model={self.d_model}); got {tuple(hidden_states.shape)}")
-        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # (b, d_inner) each
+        if cache.conv_state.shape[0] != hidden_states.shape[0]:
+            raise ValueError(f"cache was allocated for batch size {cache.conv_state.shape[0]}, "
+                             f"but the input has batch size {hidden_states.shape[0]}")
+        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # (b, d_inner) views, no copy
         w = self.conv1d.weight.squeeze(1)
         x = causal_conv1d_update(x, cache.conv_state, w, self.conv1d.bias, activation="silu", backend=self.backend)
-        dt, B, C = self._ssm_inputs(self.x_proj(x))
-        y = selective_state_update(
-            cache.ssm_state,
-            x,
-            dt,
-            self.A(),
-            B,
-            C,
-            self.D.float(),
-            z,
-            dt_bias=self.dt_proj.bias.float(),
-            dt_softplus=True,
-            backend=self.backend,
-        )
+        # dt_proj, softplus, the state update, D skip and SiLU(z) gate: one fused op (one kernel on the GPU)
+        y = ssm_step(cache.ssm_state, x, self.x_proj(x), z, self.dt_proj.weight, self.dt_proj.bias, self.A_log,
+                     self.D, self.A_imag if self.complex else None, backend=self.backend)
         return self.out_proj(y)
