@@ -38,7 +38,10 @@ Config = dict[str, Any]
 SETTINGS = {
     "seed": "int>=0", "data.seq_len": "int>=1", "data.seq_lens": "[int>=1]|null", "data.tokens_per_step": "int>=1|null",
     "data.fractions": "[float>=0]", "data.seed": "int>=0", "data.sim_length": "int>=1", "data.rc_augment": "bool",
-    "data.region_size": "int>=1|null",
+    "data.region_size": "int>=1|null", "data.max_n_fraction": "float>=0|null", "data.mask_n": "bool",
+    "data.sim_te_rate_scale": "float>=0", "eval.test_windows_per_class": "int>=1",
+    "eval.val_windows_per_class": "int>=1", "eval.baseline_train_tokens": "int>=0",
+    "eval.baseline_min_windows": "int>=1", "eval.baseline_max_windows": "int>=1|null",
 }
 
 
