@@ -20,6 +20,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from mambaseq.config import MambaConfig
+from mambaseq.hf_compat import checkpoint_format, load_foreign
+from mambaseq.modules import rc
+from mambaseq.modules.bimamba import BiMamba
 from mambaseq.modules.mamba import Mamba, MambaCache
 
 CONFIG_NAME = "config.json"
@@ -37,7 +40,7 @@ class ResidualBlock(nn.Module):
         super().__init__()
         d = d_model or cfg.d_model
         self.norm = _norm(cfg, d)
-        self.mixer = Mamba(
+        self.mixer = (BiMamba if cfg.bidirectional else Mamba)(
             d,
             d_state=cfg.d_state,
             d_conv=cfg.d_conv,
@@ -65,7 +68,10 @@ class ResidualBlock(nn.Module):
 
 
 class MambaBackbone(nn.Module):
-    """Embedding -> n_layer residual Mamba blocks -> final norm: (batch, L) ids -> (batch, L, d_model)."""
+    """Embedding -> n_layer residual Mamba blocks -> final norm: (batch, L) ids -> (batch, L, d_model).
+
+    ``cfg.rc_equivariant``: both strands through the same weights -> (batch, L, 2 * d_model), see
+    ``mambaseq.modules.rc``."""
 
     def __init__(self, cfg: MambaConfig) -> None:
         super().__init__()
@@ -78,6 +84,8 @@ class MambaBackbone(nn.Module):
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
             raise ValueError(f"input_ids must be (batch, length) integer tokens; got {input_ids.dtype} "
                              f"{tuple(input_ids.shape)}")
+        if self.cfg.rc_equivariant:
+            input_ids = rc.both_strands(input_ids)
         h = self.embedding(input_ids.long())
         for i, layer in enumerate(self.layers):
             c = cache[i] if cache is not None else None
@@ -85,7 +93,8 @@ class MambaBackbone(nn.Module):
                 h = checkpoint(layer, h, use_reentrant=False)
             else:
                 h = layer(h, cache=c)
-        return self.norm_f(h)
+        h = self.norm_f(h)
+        return rc.merge_strands(h) if self.cfg.rc_equivariant else h
 
     def step(self, input_ids: Tensor, cache: list[MambaCache]) -> Tensor:
         """input_ids (batch,) -> hidden (batch, d_model); updates ``cache`` in place."""
@@ -95,6 +104,8 @@ class MambaBackbone(nn.Module):
         return self.norm_f(h)
 
     def allocate_inference_cache(self, batch_size: int, device=None, dtype=None) -> list[MambaCache]:
+        if self.cfg.rc_equivariant:
+            raise ValueError("an rc_equivariant backbone reads both strands whole: it cannot decode token by token")
         return [layer.allocate_cache(batch_size, device, dtype) for layer in self.layers]
 
 
@@ -136,8 +147,12 @@ class PretrainedMixin:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu", **overrides: Any):
         """Load a checkpoint directory. ``overrides`` change config fields (e.g. ``num_labels=5`` to start a
-        classifier from a pretrained LM: the backbone is loaded, the new head is freshly initialised)."""
+        classifier from a pretrained LM: the backbone is loaded, the new head is freshly initialised).
+        mamba-ssm and transformers Mamba folders are recognised too (``mambaseq.hf_compat``)."""
         d = Path(directory)
+        fmt = checkpoint_format(d)
+        if fmt != "mambaseq":
+            return load_foreign(cls, d, fmt, map_location, **overrides)
         cfg, meta = MambaConfig.load(d / CONFIG_NAME)
         for k, v in overrides.items():
             if not hasattr(cfg, k):
@@ -162,6 +177,9 @@ class MambaLMHeadModel(nn.Module, PretrainedMixin):
 
     def __init__(self, cfg: MambaConfig) -> None:
         super().__init__()
+        if cfg.bidirectional or cfg.rc_equivariant:
+            raise ValueError("MambaLMHeadModel is a causal (next-token) LM; bidirectional / rc_equivariant "
+                             "backbones see the future: use MambaForMaskedLM")
         self.cfg = cfg
         self.backbone = MambaBackbone(cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
@@ -181,7 +199,10 @@ class MambaLMHeadModel(nn.Module, PretrainedMixin):
 
 
 class MambaForSequenceClassification(nn.Module, PretrainedMixin):
-    """(batch, L) ids -> (batch, num_labels) logits; pools the last position (causal) or the mean."""
+    """(batch, L) ids -> (batch, num_labels) logits; pools the last position (causal) or the mean.
+
+    ``cfg.rc_equivariant``: pools both strands (``mambaseq.modules.rc.rc_pool``): RC-invariant logits.
+    ``from_pretrained(plain_ckpt, rc_equivariant=True)`` is post-hoc conjoining of a plain model."""
 
     def __init__(self, cfg: MambaConfig) -> None:
         super().__init__()
@@ -193,8 +214,8 @@ class MambaForSequenceClassification(nn.Module, PretrainedMixin):
         _init_weights(self, cfg.n_layer)
 
     def forward(self, input_ids: Tensor) -> Tensor:
-        h = self.backbone(input_ids)  # (b, L, d)
-        pooled = h[:, -1] if self.cfg.pooling == "last" else h.mean(dim=1)
+        h = self.backbone(input_ids)  # (b, L, d), (b, L, 2d) if rc_equivariant
+        pooled = rc.rc_pool(h, self.cfg.pooling) if self.cfg.rc_equivariant else rc.pool(h, self.cfg.pooling)
         return self.head(pooled)
 
 
@@ -208,6 +229,8 @@ def load_pretrained(directory: str | os.PathLike, map_location: str = "cpu", **o
         arch = json.loads(path.read_text()).get("architecture")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no config.json (expected a save_pretrained directory)") from None
+    if arch is None and checkpoint_format(directory) != "mambaseq":
+        arch = MambaLMHeadModel.__name__  # a mamba-ssm or transformers causal LM
     if arch not in ARCHITECTURES:
         raise ValueError(f"{path}: unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[arch].from_pretrained(directory, map_location=map_location, **overrides)
