@@ -73,7 +73,8 @@ def runs(cfg: Config) -> list[tuple[str, int]]:
 
 
 def run_dir(cfg: Config, store: TokenStore, size: str, seq_len: int) -> Path:
-    return Path(cfg["out_dir"]) / f"{store.source.get('kind', 'data')}_{size}_L{seq_len}"
+    mlm = "_mlm" if is_mlm(cfg) else ""  # a masked LM never resumes from (or overwrites) a causal run
+    return Path(cfg["out_dir"]) / f"{store.source.get('kind', 'data')}_{size}_L{seq_len}{mlm}"
 
 
 def is_mlm(cfg: Config) -> bool:

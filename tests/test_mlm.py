@@ -88,7 +88,7 @@ def test_pretrain_mlm_then_finetune_the_apes_classifier(tmp_path, capsys):
     pretrain.run_all(cfg)
     out = capsys.readouterr().out
     assert "masked bases" in out and "generation skipped" in out
-    run = next((tmp_path / "pre").glob("fasta_debug_L64"))
+    run = next((tmp_path / "pre").glob("fasta_debug_L64_mlm"))
     loss = [v for _, v in read_metrics(run)["train/loss"]]
     assert loss[-4:] and sum(loss[-4:]) / 4 < sum(loss[:4]) / 4 - 0.1, loss  # motif-rich DNA: it learns
     m = json.loads((run / "eval" / "metrics.json").read_text())
