@@ -96,6 +96,14 @@ class MambaConfig:
             raise ValueError(f"unknown model size {name!r}; choose one of {sorted(SIZES)}")
         return cls(**{**SIZES[name], **overrides})
 
+    def updated(self, **overrides: Any) -> "MambaConfig":
+        """A validated copy with ``overrides`` set. Raises ValueError naming a field that does not exist."""
+        known = {f.name for f in dataclasses.fields(self)}
+        for k in overrides:
+            if k not in known:
+                raise ValueError(f"from_pretrained: unknown config field {k!r}")
+        return dataclasses.replace(self, **overrides)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -148,12 +148,7 @@ def load_foreign(cls: type[nn.Module], directory: str | os.PathLike, fmt: str, m
         sd, wpath = _load_weights(d, ("pytorch_model.bin", "model.safetensors"))
     else:
         raise ValueError(f"load_foreign: format must be 'transformers' or 'mamba_ssm', got {fmt!r}")
-    for k, v in overrides.items():
-        if not hasattr(cfg, k):
-            raise ValueError(f"from_pretrained: unknown config field {k!r}")
-        setattr(cfg, k, v)
-    cfg.__post_init__()
-    model = cls(cfg)
+    model = cls(cfg.updated(**overrides))
     want = model.state_dict()
     tied = getattr(model, "lm_head", None) is not None and model.lm_head.weight is model.backbone.embedding.weight
     if "lm_head.weight" in sd and (tied or "lm_head.weight" not in want):

@@ -12,7 +12,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from mambaseq.config import MambaConfig
-from mambaseq.model import ARCHITECTURES, MambaBackbone, PretrainedMixin, _init_weights
+from mambaseq.model import ARCHITECTURES, PretrainedMixin, add_lm_head
 from mambaseq.modules import rc
 
 
@@ -26,11 +26,7 @@ class MambaForMaskedLM(nn.Module, PretrainedMixin):
     def __init__(self, cfg: MambaConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = MambaBackbone(cfg)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
-        _init_weights(self, cfg.n_layer)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.backbone.embedding.weight
+        add_lm_head(self, cfg)
 
     def forward(self, input_ids: Tensor) -> Tensor:
         h = self.backbone(input_ids)

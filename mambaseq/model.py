@@ -154,12 +154,7 @@ class PretrainedMixin:
         if fmt != "mambaseq":
             return load_foreign(cls, d, fmt, map_location, **overrides)
         cfg, meta = MambaConfig.load(d / CONFIG_NAME)
-        for k, v in overrides.items():
-            if not hasattr(cfg, k):
-                raise ValueError(f"from_pretrained: unknown config field {k!r}")
-            setattr(cfg, k, v)
-        cfg.__post_init__()
-        model = cls(cfg)
+        model = cls(cfg.updated(**overrides))
         wpath = d / WEIGHTS_NAME
         if not wpath.is_file():
             raise FileNotFoundError(f"{wpath}: missing weights file")
@@ -172,6 +167,16 @@ class PretrainedMixin:
         return model
 
 
+def add_lm_head(model: nn.Module, cfg: MambaConfig) -> None:
+    """Give ``model`` a backbone and an LM head over the padded vocabulary (tied to the embedding when
+    ``cfg.tie_embeddings``), initialised as in the paper (``_init_weights``)."""
+    model.backbone = MambaBackbone(cfg)
+    model.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
+    _init_weights(model, cfg.n_layer)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.backbone.embedding.weight
+
+
 class MambaLMHeadModel(nn.Module, PretrainedMixin):
     """Causal LM: (batch, L) ids -> (batch, L, vocab_size) logits; head tied to the embedding."""
 
@@ -181,11 +186,7 @@ class MambaLMHeadModel(nn.Module, PretrainedMixin):
             raise ValueError("MambaLMHeadModel is a causal (next-token) LM; bidirectional / rc_equivariant "
                              "backbones see the future: use MambaForMaskedLM")
         self.cfg = cfg
-        self.backbone = MambaBackbone(cfg)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
-        _init_weights(self, cfg.n_layer)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.backbone.embedding.weight
+        add_lm_head(self, cfg)
 
     def forward(self, input_ids: Tensor, cache: list[MambaCache] | None = None) -> Tensor:
         return self.lm_head(self.backbone(input_ids, cache))[..., : self.cfg.vocab_size]

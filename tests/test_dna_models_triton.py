@@ -74,14 +74,15 @@ def case_errors(c: ModelCase, device: str) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def interp_results():
+def interpreted() -> dict[str, dict[str, float]]:
+    """Errors of every INTERP_IDS case, evaluated once in one TRITON_INTERPRET=1 subprocess."""
     pytest.importorskip("triton")
     return run_interpreted(__file__, INTERP_IDS)
 
 
-@pytest.mark.parametrize("case", [c for c in ALL_CASES if c.id in INTERP_IDS], ids=lambda c: c.id)
-def test_dna_models_triton_interpreter(case, interp_results):
-    check_errors(case.id, interp_results[case.id], TOL)
+@pytest.mark.parametrize("case_id", INTERP_IDS)
+def test_dna_models_triton_interpreter(case_id, interpreted):
+    check_errors(case_id, interpreted[case_id], TOL)
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
