@@ -32,13 +32,12 @@ from mambaseq.fileio import write_json
 from mambaseq.generation import sample, sequence_loglik
 from mambaseq.masked_lm import MambaForMaskedLM
 from mambaseq.model import MambaLMHeadModel, load_pretrained
-from mambaseq.training import (MaskedBatches, TrainConfig, autocast_context, latest_checkpoint, lm_loss, mlm_loss,
-                               resolve_device)
+from mambaseq.training import MaskedBatches, TrainConfig, latest_checkpoint, lm_loss, mlm_loss, resolve_device
 from mambaseq.training import train as train_loop
 
 from .apes import load_config as _compose
 from .pretrain_data import ShardedLMBatches, describe, genome_splits, prepare_genome
-from .pretrain_report import (compare_to_real, lm_eval, mlm_eval, plot_curves, position_buckets, reduce_eval,
+from .pretrain_report import (compare_to_real, eval_bits, is_mlm, plot_curves, position_buckets, reduce_eval,
                               write_fasta, write_position_curve)
 
 Config = dict[str, Any]
@@ -77,25 +76,10 @@ def run_dir(cfg: Config, store: TokenStore, size: str, seq_len: int) -> Path:
     return Path(cfg["out_dir"]) / f"{store.source.get('kind', 'data')}_{size}_L{seq_len}{mlm}"
 
 
-def is_mlm(cfg: Config) -> bool:
-    """objective: clm (next token) | mlm (masked LM)."""
-    if cfg.get("objective", "clm") not in ("clm", "mlm"):
-        raise ValueError(f"objective must be clm (next-token) or mlm (masked LM), got {cfg['objective']!r}")
-    return cfg.get("objective") == "mlm"
-
-
 def build_model(cfg: Config, size: str | None = None) -> MambaLMHeadModel | MambaForMaskedLM:
     m = {k: v for k, v in cfg["model"].items() if k not in ("size", "pooling")}
     cls = MambaForMaskedLM if is_mlm(cfg) else MambaLMHeadModel
     return cls(MambaConfig.from_name(size or cfg["model"]["size"], vocab_size=len(VOCAB), **m))
-
-
-def _lm_eval(cfg: Config, model: torch.nn.Module, wins, device: torch.device, precision: str, seq_len: int):
-    """Next-token (clm) or masked-token (mlm) bits per base, summed per position (see ``reduce_eval``)."""
-    ac = autocast_context(device, precision)
-    if is_mlm(cfg):
-        return mlm_eval(model, wins, device, ac, seq_len, int(cfg["seed"]), float(cfg["mlm_probability"]))
-    return lm_eval(model, wins, device, ac, seq_len)
 
 
 def _splits(cfg: Config, store: TokenStore):
@@ -173,7 +157,7 @@ def train(cfg: Config, size: str, seq_len: int, resume: bool = False, store: Tok
     def eval_fn(model: torch.nn.Module, step: int) -> dict[str, float]:
         wins = _eval_windows(store, splits["val"], seq_len, int(ev["val_tokens"]), int(ev["batch_tokens"]), seed,
                              rank, world)
-        r = reduce_eval(_lm_eval(cfg, model, wins, device, tcfg.precision, seq_len))
+        r = reduce_eval(eval_bits(cfg, model, wins, device, tcfg.precision, seq_len))
         return {"bits_per_base": r["bits_per_base"]}
 
     torch.manual_seed(seed)  # identical initial weights on every rank
@@ -210,7 +194,7 @@ def evaluate(cfg: Config, size: str, seq_len: int, store: TokenStore | None = No
     wins = _eval_windows(store, _splits(cfg, store)[split], seq_len, int(ev["test_tokens"]), int(ev["batch_tokens"]),
                          seed, rank, world)
     model.eval()
-    r = reduce_eval(_lm_eval(cfg, model, wins, device, cfg["train"]["precision"], seq_len))
+    r = reduce_eval(eval_bits(cfg, model, wins, device, cfg["train"]["precision"], seq_len))
     dt = time.perf_counter() - t0
     rows = position_buckets(r["bits_sum"], r["count"])
     m = {"split": split, "seq_len": seq_len, "size": size, "bits_per_base": r["bits_per_base"],

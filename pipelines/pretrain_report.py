@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mambaseq.fileio import atomic_write_text
+from mambaseq.training import autocast_context
 from mambaseq.training.mlm import IGNORE_INDEX, mask_tokens
 
 LN2 = math.log(2.0)
@@ -66,6 +67,22 @@ def mlm_eval(model: torch.nn.Module, windows: Iterable[torch.Tensor], device: to
         bits_sum += nll.double().sum(0) / LN2
         count += (labels != IGNORE_INDEX).sum(0)
     return {"bits_sum": bits_sum, "count": count}
+
+
+def is_mlm(cfg: dict[str, Any]) -> bool:
+    """The run's ``objective``: clm (next-token LM, False) | mlm (masked LM, True); ValueError otherwise."""
+    if cfg.get("objective", "clm") not in ("clm", "mlm"):
+        raise ValueError(f"objective must be clm (next-token) or mlm (masked LM), got {cfg['objective']!r}")
+    return cfg.get("objective") == "mlm"
+
+
+def eval_bits(cfg: dict[str, Any], model: torch.nn.Module, windows: Iterable[torch.Tensor], device: torch.device,
+              precision: str, seq_len: int) -> dict[str, Any]:
+    """``lm_eval`` (objective clm) or ``mlm_eval`` (objective mlm) of a pretraining run's ``cfg``."""
+    ac = autocast_context(device, precision)
+    if is_mlm(cfg):
+        return mlm_eval(model, windows, device, ac, seq_len, int(cfg["seed"]), float(cfg["mlm_probability"]))
+    return lm_eval(model, windows, device, ac, seq_len)
 
 
 def reduce_eval(stats: dict[str, torch.Tensor]) -> dict[str, Any]:
