@@ -8,15 +8,18 @@ from mambaseq.model import (
     ResidualBlock,
     load_pretrained,
 )
-from mambaseq.modules import Mamba, MambaCache
+from mambaseq.masked_lm import MambaForMaskedLM
+from mambaseq.modules import BiMamba, Mamba, MambaCache
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BiMamba",
     "Mamba",
     "MambaCache",
     "MambaConfig",
     "MambaBackbone",
+    "MambaForMaskedLM",
     "MambaForSequenceClassification",
     "MambaLMHeadModel",
     "ResidualBlock",

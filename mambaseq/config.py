@@ -38,6 +38,13 @@ class MambaConfig:
 
     ``d_inner = expand * d_model``; ``dt_rank = ceil(d_model / 16)`` unless given. ``complex=True`` makes
     every SSM complex-valued (S4D-Lin init), the paper's audio setting.
+
+    DNA options (Schiff et al. 2024, Caduceus; see ``mambaseq.modules.bimamba`` / ``mambaseq.modules.rc``):
+    ``bidirectional=True`` makes every mixer a BiMamba (the sequence and its reversal through shared in/out
+    projections, 2 scans per layer); ``rc_equivariant=True`` runs the backbone on both strands with shared
+    weights (RC parameter sharing), so hidden states are (batch, L, 2 * d_model) and the classifier and
+    masked-LM heads are reverse-complement invariant/equivariant by construction (2x compute, same
+    parameters). Neither can be a causal (next-token) LM.
     """
 
     d_model: int = 128
@@ -62,6 +69,8 @@ class MambaConfig:
     num_labels: int = 0  # > 0 for sequence classification
     pooling: str = "mean"  # "mean" (every position, as HyenaDNA/Caduceus) | "last" (causal last token)
     classifier_norm: str = "batch"  # "batch": standardise pooled features (BatchNorm1d) | "none"
+    bidirectional: bool = False  # BiMamba mixers (Caduceus): not causal
+    rc_equivariant: bool = False  # RC parameter sharing (Caduceus-PS): both strands, shared weights
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, saved with the checkpoint
 
     def __post_init__(self) -> None:
@@ -93,6 +102,9 @@ class MambaConfig:
             raise ValueError(f"MambaConfig.pooling must be 'last' or 'mean', got {self.pooling!r}")
         if self.classifier_norm not in ("batch", "none"):
             raise ValueError(f"MambaConfig.classifier_norm must be 'batch' or 'none', got {self.classifier_norm!r}")
+        if self.rc_equivariant and self.vocab_size < 4:
+            raise ValueError(f"MambaConfig.rc_equivariant needs the DNA vocabulary (ids 0-3 = A, C, G, T, "
+                             f"mambaseq.data.dna.VOCAB); got vocab_size={self.vocab_size}")
         if self.backend not in ("auto", "triton", "reference"):
             raise ValueError(f"MambaConfig.backend must be auto|triton|reference, got {self.backend!r}")
         if not self.dt_min <= self.dt_max:
@@ -112,6 +124,14 @@ class MambaConfig:
         if name not in SIZES:
             raise ValueError(f"unknown model size {name!r}; choose one of {sorted(SIZES)}")
         return cls(**{**SIZES[name], **overrides})
+
+    def updated(self, **overrides: Any) -> "MambaConfig":
+        """A validated copy with ``overrides`` set. Raises ValueError naming a field that does not exist."""
+        known = {f.name for f in dataclasses.fields(self)}
+        for k in overrides:
+            if k not in known:
+                raise ValueError(f"from_pretrained: unknown config field {k!r}")
+        return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -21,7 +21,10 @@ from torch.utils.checkpoint import checkpoint
 from mambaseq.config import MambaConfig
 from mambaseq.fileio import load_weights, read_json
 from mambaseq.generation import GenerationMixin
+from mambaseq.hf_compat import checkpoint_format, load_foreign
 from mambaseq.kernels import add_rms_norm
+from mambaseq.modules import rc
+from mambaseq.modules.bimamba import BiMamba
 from mambaseq.modules.mamba import Mamba, MambaCache
 
 CONFIG_NAME = "config.json"
@@ -39,7 +42,7 @@ class ResidualBlock(nn.Module):
         super().__init__()
         d = d_model or cfg.d_model
         self.norm = _norm(cfg, d)
-        self.mixer = Mamba(
+        self.mixer = (BiMamba if cfg.bidirectional else Mamba)(
             d,
             d_state=cfg.d_state,
             d_conv=cfg.d_conv,
@@ -81,7 +84,10 @@ def check_token_ids(input_ids: Tensor, vocab_size: int) -> None:
 
 
 class MambaBackbone(nn.Module):
-    """Embedding -> n_layer residual Mamba blocks -> final norm: (batch, L) ids -> (batch, L, d_model)."""
+    """Embedding -> n_layer residual Mamba blocks -> final norm: (batch, L) ids -> (batch, L, d_model).
+
+    ``cfg.rc_equivariant``: both strands through the same weights -> (batch, L, 2 * d_model), see
+    ``mambaseq.modules.rc``."""
 
     def __init__(self, cfg: MambaConfig) -> None:
         super().__init__()
@@ -95,6 +101,8 @@ class MambaBackbone(nn.Module):
             raise ValueError(f"input_ids must be (batch, length) integer tokens; got {input_ids.dtype} "
                              f"{tuple(input_ids.shape)}")
         check_token_ids(input_ids, self.cfg.vocab_size)
+        if self.cfg.rc_equivariant:
+            input_ids = rc.both_strands(input_ids)
         h = self.embedding(input_ids.long())
         for i, layer in enumerate(self.layers):
             c = cache[i] if cache is not None else None
@@ -102,7 +110,8 @@ class MambaBackbone(nn.Module):
                 h = checkpoint(layer, h, use_reentrant=False)
             else:
                 h = layer(h, cache=c)
-        return self.norm_f(h)
+        h = self.norm_f(h)
+        return rc.merge_strands(h) if self.cfg.rc_equivariant else h
 
     def step(self, input_ids: Tensor, cache: list[MambaCache]) -> Tensor:
         """input_ids (batch,) -> hidden (batch, d_model); updates ``cache`` in place.
@@ -123,6 +132,8 @@ class MambaBackbone(nn.Module):
         return norm(res), res
 
     def allocate_inference_cache(self, batch_size: int, device=None, dtype=None) -> list[MambaCache]:
+        if self.cfg.rc_equivariant:
+            raise ValueError("an rc_equivariant backbone reads both strands whole: it cannot decode token by token")
         return [layer.allocate_cache(batch_size, device, dtype) for layer in self.layers]
 
 
@@ -164,15 +175,14 @@ class PretrainedMixin:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu", **overrides: Any):
         """Load a checkpoint directory. ``overrides`` change config fields (e.g. ``num_labels=5`` to start a
-        classifier from a pretrained LM: the backbone is loaded, the new head is freshly initialised)."""
+        classifier from a pretrained LM: the backbone is loaded, the new head is freshly initialised).
+        mamba-ssm and transformers Mamba folders are recognised too (``mambaseq.hf_compat``)."""
         d = Path(directory)
+        fmt = checkpoint_format(d)
+        if fmt != "mambaseq":
+            return load_foreign(cls, d, fmt, map_location, **overrides)
         cfg, meta = MambaConfig.load(d / CONFIG_NAME)
-        for k, v in overrides.items():
-            if not hasattr(cfg, k):
-                raise ValueError(f"from_pretrained: unknown config field {k!r}")
-            setattr(cfg, k, v)
-        cfg.__post_init__()
-        model = cls(cfg)
+        model = cls(cfg.updated(**overrides))
         wpath = d / WEIGHTS_NAME
         same = meta.get("architecture") == cls.__name__
         missing, unexpected = load_weights(model, wpath, strict=same, device=map_location)  # errors name wpath
@@ -183,18 +193,27 @@ class PretrainedMixin:
         return model
 
 
+def add_lm_head(model: nn.Module, cfg: MambaConfig) -> None:
+    """Give ``model`` a backbone and an LM head over the padded vocabulary (tied to the embedding when
+    ``cfg.tie_embeddings``), initialised as in the paper (``_init_weights``)."""
+    model.backbone = MambaBackbone(cfg)
+    model.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
+    _init_weights(model, cfg.n_layer)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.backbone.embedding.weight
+
+
 class MambaLMHeadModel(nn.Module, PretrainedMixin, GenerationMixin):
     """Causal LM: (batch, L) ids -> (batch, L, vocab_size) logits; head tied to the embedding.
     ``generate(input_ids, max_new_tokens=..., cg=True)``: see ``mambaseq.generation.generate``."""
 
     def __init__(self, cfg: MambaConfig) -> None:
         super().__init__()
+        if cfg.bidirectional or cfg.rc_equivariant:
+            raise ValueError("MambaLMHeadModel is a causal (next-token) LM; bidirectional / rc_equivariant "
+                             "backbones see the future: use MambaForMaskedLM")
         self.cfg = cfg
-        self.backbone = MambaBackbone(cfg)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
-        _init_weights(self, cfg.n_layer)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.backbone.embedding.weight
+        add_lm_head(self, cfg)
 
     def forward(self, input_ids: Tensor, cache: list[MambaCache] | None = None) -> Tensor:
         return self.lm_head(self.backbone(input_ids, cache))[..., : self.cfg.vocab_size]
@@ -212,10 +231,11 @@ class MambaForSequenceClassification(nn.Module, PretrainedMixin):
     position (``"last"``) of the final-norm hidden states.
 
     The head starts at zero, so the first loss is exactly ln(num_labels) and no random projection of the
-    pooled features has to be unlearned: with a random head the great-apes classifier sat at ln K for
-    hundreds of steps (issue 10). Mean pooling sees every position; a causal model's last position only
-    remembers the last ~1/dt_min tokens.
-    """
+    pooled features has to be unlearned. Mean pooling sees every position; a causal model's last position
+    only remembers the last ~1/dt_min tokens.
+
+    ``cfg.rc_equivariant``: pools both strands (``mambaseq.modules.rc.rc_pool``): RC-invariant logits.
+    ``from_pretrained(plain_ckpt, rc_equivariant=True)`` is post-hoc conjoining of a plain model."""
 
     def __init__(self, cfg: MambaConfig) -> None:
         super().__init__()
@@ -232,8 +252,8 @@ class MambaForSequenceClassification(nn.Module, PretrainedMixin):
         nn.init.zeros_(self.head.weight)
 
     def forward(self, input_ids: Tensor) -> Tensor:
-        h = self.backbone(input_ids)  # (b, L, d)
-        pooled = h[:, -1] if self.cfg.pooling == "last" else h.mean(dim=1)
+        h = self.backbone(input_ids)  # (b, L, d), (b, L, 2d) if rc_equivariant
+        pooled = rc.rc_pool(h, self.cfg.pooling) if self.cfg.rc_equivariant else rc.pool(h, self.cfg.pooling)
         return self.head(self.pool_norm(pooled.float()))
 
 
@@ -247,6 +267,8 @@ def load_pretrained(directory: str | os.PathLike, map_location: str = "cpu", **o
         arch = read_json(path).get("architecture")  # a damaged file: CorruptFileError naming it
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no config.json (expected a save_pretrained directory)") from None
+    if arch is None and checkpoint_format(directory) != "mambaseq":
+        arch = MambaLMHeadModel.__name__  # a mamba-ssm or transformers causal LM
     if arch not in ARCHITECTURES:
         raise ValueError(f"{path}: unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[arch].from_pretrained(directory, map_location=map_location, **overrides)

@@ -9,6 +9,9 @@
 
 The model sees ``seq_len`` bases and predicts the next one at every position; bits per base are measured
 on held-out regions, overall and by how much context the prediction had (loss_vs_position.csv/.png).
+``objective=mlm`` trains a masked LM instead (BERT masking, for bidirectional / RC-equivariant DNA models):
+
+    mambaseq pretrain run objective=mlm model.bidirectional=true model.rc_equivariant=true
 """
 
 from __future__ import annotations
@@ -27,14 +30,15 @@ from mambaseq.config import MambaConfig
 from mambaseq.data import VOCAB, TiledWindows, TokenStore, decode, format_region, parse_region
 from mambaseq.fileio import write_json
 from mambaseq.generation import sample, sequence_loglik
+from mambaseq.masked_lm import MambaForMaskedLM
 from mambaseq.model import MambaLMHeadModel, load_pretrained
 from mambaseq.settings import ConfigError, check_settings, compose
-from mambaseq.training import TrainConfig, autocast_context, latest_checkpoint, lm_loss, resolve_device
+from mambaseq.training import MaskedBatches, TrainConfig, latest_checkpoint, lm_loss, mlm_loss, resolve_device
 from mambaseq.training import train as train_loop
 
 from .pretrain_data import ShardedLMBatches, describe, genome_splits, prepare_genome
-from .pretrain_report import (compare_to_real, lm_eval, plot_curves, position_buckets, reduce_eval, write_fasta,
-                              write_position_curve)
+from .pretrain_report import (compare_to_real, eval_bits, is_mlm, plot_curves, position_buckets, reduce_eval,
+                              write_fasta, write_position_curve)
 
 Config = dict[str, Any]
 
@@ -97,12 +101,14 @@ def runs(cfg: Config) -> list[tuple[str, int]]:
 
 
 def run_dir(cfg: Config, store: TokenStore, size: str, seq_len: int) -> Path:
-    return Path(cfg["out_dir"]) / f"{store.source.get('kind', 'data')}_{size}_L{seq_len}"
+    mlm = "_mlm" if is_mlm(cfg) else ""  # a masked LM never resumes from (or overwrites) a causal run
+    return Path(cfg["out_dir"]) / f"{store.source.get('kind', 'data')}_{size}_L{seq_len}{mlm}"
 
 
-def build_model(cfg: Config, size: str | None = None) -> MambaLMHeadModel:
+def build_model(cfg: Config, size: str | None = None) -> MambaLMHeadModel | MambaForMaskedLM:
     m = {k: v for k, v in cfg["model"].items() if k not in ("size", "pooling")}
-    return MambaLMHeadModel(MambaConfig.from_name(size or cfg["model"]["size"], vocab_size=len(VOCAB), **m))
+    cls = MambaForMaskedLM if is_mlm(cfg) else MambaLMHeadModel
+    return cls(MambaConfig.from_name(size or cfg["model"]["size"], vocab_size=len(VOCAB), **m))
 
 
 def _splits(cfg: Config, store: TokenStore):
@@ -133,14 +139,15 @@ def _eval_windows(store: TokenStore, intervals, seq_len: int, tokens: int, batch
         yield torch.stack([tw[i][0] for i in mine[s: s + b]])
 
 
-def ddp_lm_loss(world: int):
-    """``lm_loss`` whose logged value (loss, acc, bits) is the mean over all ranks, i.e. over the global
-    batch; gradients stay local (DDP averages them), so training is unchanged and logs match 1 process."""
+def ddp_lm_loss(world: int, base=lm_loss):
+    """``base`` (lm_loss or mlm_loss) whose logged value (loss, acc, bits) is the mean over all ranks, i.e.
+    over the global batch; gradients stay local (DDP averages them), so training is unchanged and logs match
+    1 process."""
     if world == 1:
-        return lm_loss
+        return base
 
     def loss_fn(model: torch.nn.Module, batch: torch.Tensor):
-        loss, m = lm_loss(model, batch)
+        loss, m = base(model, batch)
         t = torch.stack([loss.detach().float(), torch.tensor(m["acc"], device=loss.device)])
         torch.distributed.all_reduce(t)
         t /= world
@@ -171,13 +178,15 @@ def train(cfg: Config, size: str, seq_len: int, resume: bool = False, store: Tok
     tcfg = _train_config(cfg, seq_len, world, local)
     seed = int(cfg["seed"])
     batch_fn = ShardedLMBatches(store, splits["train"], seed, rank, world, bool(cfg["data"]["rc_augment"]))
+    if is_mlm(cfg):
+        batch_fn = MaskedBatches(batch_fn, seed, float(cfg["mlm_probability"]), rank, world)
     device = resolve_device(tcfg.device)
     ev = cfg["eval"]
 
     def eval_fn(model: torch.nn.Module, step: int) -> dict[str, float]:
         wins = _eval_windows(store, splits["val"], seq_len, int(ev["val_tokens"]), int(ev["batch_tokens"]), seed,
                              rank, world)
-        r = reduce_eval(lm_eval(model, wins, device, autocast_context(device, tcfg.precision), seq_len))
+        r = reduce_eval(eval_bits(cfg, model, wins, device, tcfg.precision, seq_len))
         return {"bits_per_base": r["bits_per_base"]}
 
     torch.manual_seed(seed)  # identical initial weights on every rank
@@ -187,7 +196,7 @@ def train(cfg: Config, size: str, seq_len: int, resume: bool = False, store: Tok
         n_par = sum(p.numel() for p in model.parameters())
         print(f"pretraining {size} ({n_par:,} params) on {seq_len:,}-base windows, {tcfg.max_steps} steps x "
               f"{tcfg.batch_size * world} windows ({world} process(es)) -> {out}")
-    res = train_loop(model, ddp_lm_loss(world), batch_fn, tcfg, out, eval_fn=eval_fn, resume=resume,
+    res = train_loop(model, ddp_lm_loss(world, mlm_loss if is_mlm(cfg) else lm_loss), batch_fn, tcfg, out, eval_fn=eval_fn, resume=resume,
                      extra_state={"store": str(store.path), "seq_len": seq_len, "data": describe(store),
                                   "world_size": world})
     if rank == 0:
@@ -214,7 +223,7 @@ def evaluate(cfg: Config, size: str, seq_len: int, store: TokenStore | None = No
     wins = _eval_windows(store, _splits(cfg, store)[split], seq_len, int(ev["test_tokens"]), int(ev["batch_tokens"]),
                          seed, rank, world)
     model.eval()
-    r = reduce_eval(lm_eval(model, wins, device, autocast_context(device, cfg["train"]["precision"]), seq_len))
+    r = reduce_eval(eval_bits(cfg, model, wins, device, cfg["train"]["precision"], seq_len))
     dt = time.perf_counter() - t0
     rows = position_buckets(r["bits_sum"], r["count"])
     m = {"split": split, "seq_len": seq_len, "size": size, "bits_per_base": r["bits_per_base"],
@@ -225,10 +234,11 @@ def evaluate(cfg: Config, size: str, seq_len: int, store: TokenStore | None = No
         write_json(m, out / "eval" / "metrics.json")
         write_position_curve(rows, out / "eval", f"{size}, L={seq_len:,}: {split} {r['bits_per_base']:.3f} "
                              f"bits/base{syn}")
+        what = "masked bases" if is_mlm(cfg) else (
+            f"predictions; context {rows[-1]['context_from']:,}-{rows[-1]['context_to']:,}: "
+            f"{rows[-1]['bits_per_base']:.4f} vs context 1: {rows[0]['bits_per_base']:.4f}")
         print(f"{split.upper()} {r['bits_per_base']:.4f} bits/base ({size}, L={seq_len:,}, {r['n_tokens']:,} "
-              f"predictions; context {rows[-1]['context_from']:,}-{rows[-1]['context_to']:,}: "
-              f"{rows[-1]['bits_per_base']:.4f} vs context 1: {rows[0]['bits_per_base']:.4f}) "
-              f"-> {out / 'eval'}")
+              f"{what}) -> {out / 'eval'}")
     return m
 
 
@@ -284,6 +294,8 @@ class ACGTOnly(torch.nn.Module):
 def generate(cfg: Config, size: str, seq_len: int, store: TokenStore | None = None) -> dict[str, Any]:
     """Sample continuations (recurrent O(1)-memory decoding) -> samples.fasta (+ log-likelihoods) and
     GC / k-mer spectrum comparison with held-out real DNA -> generation.json."""
+    if is_mlm(cfg):
+        raise ValueError("generation needs a causal LM (objective=clm); this run trains a masked LM")
     store = store or prepare(cfg)
     g, seed = cfg["generate"], int(cfg["seed"])
     out = run_dir(cfg, store, size, seq_len)
@@ -356,7 +368,9 @@ def run_all(cfg: Config, resume: bool = False) -> list[dict[str, Any]]:
     for r in summary:
         print(f"  {r['size']:>8} L={r['seq_len']:>9,}  test {r['bits_per_base']:.4f} bits/base")
     size, L = runs(cfg)[0]
-    if cfg["generate"]["enabled"]:
+    if cfg["generate"]["enabled"] and is_mlm(cfg):
+        print("generation skipped: a masked LM (objective=mlm) does not generate")
+    elif cfg["generate"]["enabled"]:
         generate(cfg, size, L, store)
     if cfg["finetune"]["enabled"]:
         from .pretrain_finetune import finetune

@@ -2,7 +2,7 @@
 from scratch: same apes data, steps, batches and seed; only the initial backbone differs.
 
     mambaseq pretrain finetune                          # from the pretrain run's latest checkpoint
-    mambaseq pretrain finetune finetune.init_from=DIR   # any MambaLMHeadModel save_pretrained directory
+    mambaseq pretrain finetune finetune.init_from=DIR   # any MambaLMHeadModel / MambaForMaskedLM checkpoint
 
 It drives the apes pipeline through its public functions (``load_config``, ``prepare``, ``train``,
 ``evaluate``): the pretrained arm gets a step-0 training checkpoint in its run directory holding the
@@ -27,7 +27,8 @@ from . import apes
 
 # the backbone fields an apes model must share with the LM to take its weights
 ARCH_FIELDS = ("d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "complex", "norm", "bias",
-               "conv_bias", "vocab_size")
+               "conv_bias", "bidirectional", "rc_equivariant", "vocab_size")
+PRETRAINED_ARCHITECTURES = ("MambaLMHeadModel", "MambaForMaskedLM")
 
 
 def _apes_cfg(cfg: dict[str, Any], lm_cfg: MambaConfig, arm: str) -> dict[str, Any]:
@@ -70,8 +71,9 @@ def finetune(cfg: dict[str, Any], lm_dir: str | Path | None = None, resume: bool
                                     "finetune.init_from")
     lm_dir = Path(lm_dir)
     lm_cfg, meta = MambaConfig.load(lm_dir / CONFIG_NAME)
-    if meta.get("architecture") != "MambaLMHeadModel":
-        raise ValueError(f"{lm_dir}: expected a MambaLMHeadModel checkpoint, got {meta.get('architecture')!r}")
+    if meta.get("architecture") not in PRETRAINED_ARCHITECTURES:
+        raise ValueError(f"{lm_dir}: expected a {' or '.join(PRETRAINED_ARCHITECTURES)} checkpoint, got "
+                         f"{meta.get('architecture')!r}")
     results = {}
     for arm in ("pretrained", "scratch"):
         acfg = _apes_cfg(cfg, lm_cfg, arm)

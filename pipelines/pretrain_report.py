@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from mambaseq.fileio import atomic_write_text
+from mambaseq.training import autocast_context
+from mambaseq.training.mlm import IGNORE_INDEX, mask_tokens
 
 LN2 = math.log(2.0)
 
@@ -43,6 +45,44 @@ def lm_eval(model: torch.nn.Module, windows: Iterable[torch.Tensor], device: tor
         bits_sum += nll.double().sum(0) / LN2
         count += x.shape[0]
     return {"bits_sum": bits_sum, "count": count}
+
+
+@torch.no_grad()
+def mlm_eval(model: torch.nn.Module, windows: Iterable[torch.Tensor], device: torch.device, autocast: Any,
+             seq_len: int, seed: int, mlm_probability: float = 0.15) -> dict[str, Any]:
+    """Masked-LM loss over batches of windows (b, >= seq_len): the first ``seq_len`` tokens, masked as in
+    training (``mask_tokens``) with masks seeded by (seed, batch index), so every evaluation sees the same.
+
+    Returns {"bits_sum" (seq_len,) float64: summed bits of the masked predictions at each position,
+    "count" (seq_len,): how many positions were masked there}; ``reduce_eval`` turns them into bits/base."""
+    bits_sum = torch.zeros(seq_len, dtype=torch.float64, device=device)
+    count = torch.zeros(seq_len, dtype=torch.float64, device=device)
+    for i, x in enumerate(windows):
+        inputs, labels = mask_tokens(x[:, :seq_len], torch.Generator().manual_seed(seed * 1_000_003 + i),
+                                     mlm_probability)
+        labels = labels.to(device)
+        with autocast:
+            logits = model(inputs.to(device)).float()  # (b, L, V)
+        nll = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE_INDEX)
+        bits_sum += nll.double().sum(0) / LN2
+        count += (labels != IGNORE_INDEX).sum(0)
+    return {"bits_sum": bits_sum, "count": count}
+
+
+def is_mlm(cfg: dict[str, Any]) -> bool:
+    """The run's ``objective``: clm (next-token LM, False) | mlm (masked LM, True); ValueError otherwise."""
+    if cfg.get("objective", "clm") not in ("clm", "mlm"):
+        raise ValueError(f"objective must be clm (next-token) or mlm (masked LM), got {cfg['objective']!r}")
+    return cfg.get("objective") == "mlm"
+
+
+def eval_bits(cfg: dict[str, Any], model: torch.nn.Module, windows: Iterable[torch.Tensor], device: torch.device,
+              precision: str, seq_len: int) -> dict[str, Any]:
+    """``lm_eval`` (objective clm) or ``mlm_eval`` (objective mlm) of a pretraining run's ``cfg``."""
+    ac = autocast_context(device, precision)
+    if is_mlm(cfg):
+        return mlm_eval(model, windows, device, ac, seq_len, int(cfg["seed"]), float(cfg["mlm_probability"]))
+    return lm_eval(model, windows, device, ac, seq_len)
 
 
 def reduce_eval(stats: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ _DECODE = np.frombuffer(b"ACGTN" + b"?" * 251, dtype=np.uint8)
 # complement of every id; N and specials map to themselves
 _COMPLEMENT = np.arange(256, dtype=np.uint8)
 _COMPLEMENT[:4] = [T_ID, G_ID, C_ID, A_ID]
-_COMPLEMENT_T = torch.from_numpy(_COMPLEMENT[: len(VOCAB)].astype(np.int64))
+_COMPLEMENT_T = torch.from_numpy(_COMPLEMENT.astype(np.int64))  # every uint8 id: models pad the vocabulary
 
 _LOWER = np.zeros(256, dtype=bool)
 _LOWER[np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)] = True
@@ -103,8 +103,7 @@ def reverse_complement(ids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Ten
     ``torch.from_numpy(reverse_complement(x))`` works.
     """
     if isinstance(ids, torch.Tensor):
-        table = _COMPLEMENT_T.to(ids.device)
-        return table[ids.long()].to(ids.dtype).flip(-1)
+        return complement(ids).flip(-1)
     arr = np.asarray(ids)
     if arr.dtype.kind not in "ui" or arr.ndim == 0:
         raise ValueError(f"reverse_complement expects (..., L) integer token ids, got {arr.dtype} {arr.shape}")
@@ -112,6 +111,11 @@ def reverse_complement(ids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Ten
         raise ValueError(f"token ids must lie in [0, 255], got range [{arr.min()}, {arr.max()}]")
     # a fresh C-order allocation: ascontiguousarray may keep a negative stride on a length-1 axis
     return _COMPLEMENT[arr[..., ::-1]].astype(arr.dtype, order="C")
+
+
+def complement(ids: torch.Tensor) -> torch.Tensor:
+    """Complement of torch token ids (..., L) without reversal: A<->T, C<->G; N and specials keep their id."""
+    return _COMPLEMENT_T.to(ids.device)[ids.long()].to(ids.dtype)
 
 
 def rc_augment(batch: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
