@@ -28,14 +28,17 @@ def find_debian_maf() -> Path | None:
 
 
 def resolve_source(source: str, fasta: Mapping | None = None, maf: str | Path | None = None) -> str:
-    """'auto' -> 'fasta' (if files given), else 'maf' (given or Debian's installed), else 'simulated'."""
+    """'auto' -> 'fasta' (if files given), else 'maf' (if a MAF file is given), else 'simulated'.
+
+    Debian's chr22 alignment is never chosen automatically: it is human-projected and one-to-one, so the
+    species cannot be told apart from it (a negative control, ``source=maf``; issue 10)."""
     if source not in SOURCES:
         raise ValueError(f"apes data source must be one of {SOURCES}, got {source!r}")
     if source != "auto":
         return source
-    if fasta:
+    if fasta and any(fasta.values()):
         return "fasta"
-    if maf or find_debian_maf():
+    if maf:
         return "maf"
     return "simulated"
 
@@ -87,7 +90,8 @@ def prepare_apes(
                             progress=progress)
     else:
         if progress:
-            print(f"no real great-ape data found or chosen: using {SYNTHETIC_NOTE}")
+            print(f"great-apes data: the realistic simulator — {SYNTHETIC_NOTE} (real genomes: data.source=fasta; "
+                  "Debian's chr22 alignment, a negative control: data.source=maf)")
         store = prepare_simulated(out_dir, SimParams(length=sim_length, te_rate_scale=sim_te_rate_scale, seed=seed),
                                   region_size=region_size or 200_000, fractions=fractions, progress=progress)
     if progress:

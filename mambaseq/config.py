@@ -69,6 +69,7 @@ class MambaConfig:
     num_labels: int = 0  # > 0 for sequence classification
     pooling: str = "mean"  # "mean" (every position, as HyenaDNA/Caduceus) | "last" (causal last token)
     classifier_norm: str = "batch"  # "batch": standardise pooled features (BatchNorm1d) | "none"
+    kmer_size: int = 1  # k > 1: add an embedding of the (overlapping) k-mer ending at each position
     bidirectional: bool = False  # BiMamba mixers (Caduceus): not causal
     rc_equivariant: bool = False  # RC parameter sharing (Caduceus-PS): both strands, shared weights
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, saved with the checkpoint
@@ -102,6 +103,11 @@ class MambaConfig:
             raise ValueError(f"MambaConfig.pooling must be 'last' or 'mean', got {self.pooling!r}")
         if self.classifier_norm not in ("batch", "none"):
             raise ValueError(f"MambaConfig.classifier_norm must be 'batch' or 'none', got {self.classifier_norm!r}")
+        if not isinstance(self.kmer_size, int) or isinstance(self.kmer_size, bool) or not 1 <= self.kmer_size <= 8:
+            raise ValueError(f"MambaConfig.kmer_size must be an int in 1..8, got {self.kmer_size!r}")
+        if self.kmer_size > 1 and self.rc_equivariant:
+            raise ValueError("MambaConfig.kmer_size > 1 is not reverse-complement equivariant; use kmer_size=1 "
+                             "with rc_equivariant=True")
         if self.rc_equivariant and self.vocab_size < 4:
             raise ValueError(f"MambaConfig.rc_equivariant needs the DNA vocabulary (ids 0-3 = A, C, G, T, "
                              f"mambaseq.data.dna.VOCAB); got vocab_size={self.vocab_size}")

@@ -83,6 +83,22 @@ def check_token_ids(input_ids: Tensor, vocab_size: int) -> None:
                          f"[{lo}, {hi}]")
 
 
+def kmer_ids(input_ids: Tensor, k: int) -> Tensor:
+    """(batch, L) base ids (A, C, G, T = 0..3) -> (batch, L) int64 ids of the k-mer ending at each position,
+    sum_i x[t - i] * 4^i in [0, 4^k); ``4^k`` where the k-mer would start before the sequence or holds an id
+    that is not a base (N, specials). Overlapping k-mers as in DNABERT (Ji et al. 2021)."""
+    x = input_ids.long()
+    b, L = x.shape
+    code = torch.zeros_like(x)
+    bad = torch.zeros_like(x, dtype=torch.bool)
+    for i in range(k):  # shift by i: the base i positions back
+        xi = x[:, : L - i] if i else x
+        pad = (i, 0)
+        code = code + torch.nn.functional.pad(xi.clamp(max=3), pad) * 4**i
+        bad |= torch.nn.functional.pad(xi > 3, pad, value=True) if i else xi > 3
+    return code.masked_fill(bad, 4**k)
+
+
 class MambaBackbone(nn.Module):
     """Embedding -> n_layer residual Mamba blocks -> final norm: (batch, L) ids -> (batch, L, d_model).
 
@@ -93,6 +109,8 @@ class MambaBackbone(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
+        # k-mer tokens beside single bases (DNABERT-style, overlapping): a row per k-mer ending at each position
+        self.kmer_embedding = nn.Embedding(4**cfg.kmer_size + 1, cfg.d_model) if cfg.kmer_size > 1 else None
         self.layers = nn.ModuleList(ResidualBlock(cfg, i) for i in range(cfg.n_layer))
         self.norm_f = _norm(cfg, cfg.d_model)
 
@@ -104,6 +122,8 @@ class MambaBackbone(nn.Module):
         if self.cfg.rc_equivariant:
             input_ids = rc.both_strands(input_ids)
         h = self.embedding(input_ids.long())
+        if self.kmer_embedding is not None:
+            h = h + self.kmer_embedding(kmer_ids(input_ids, self.cfg.kmer_size))
         for i, layer in enumerate(self.layers):
             c = cache[i] if cache is not None else None
             if self.cfg.checkpoint_activations and self.training and c is None and torch.is_grad_enabled():
@@ -119,6 +139,9 @@ class MambaBackbone(nn.Module):
         The same arithmetic as ``h = layer.step(h)`` per layer, with each residual add fused into the next
         norm (one kernel on the GPU for RMSNorm models)."""
         check_token_ids(input_ids, self.cfg.vocab_size)
+        if self.kmer_embedding is not None:
+            raise NotImplementedError("step() of a kmer_size > 1 backbone needs the last k - 1 tokens; decode with "
+                                      "a kmer_size=1 model")
         h, res = self.embedding(input_ids.long()), None
         for layer, c in zip(self.layers, cache):
             normed, res = self._add_norm(h, res, layer.norm)

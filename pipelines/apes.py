@@ -40,7 +40,7 @@ SETTINGS = {
     "data.fractions": "[float>=0]", "data.seed": "int>=0", "data.sim_length": "int>=1", "data.rc_augment": "bool",
     "data.region_size": "int>=1|null", "data.max_n_fraction": "float>=0|null", "data.mask_n": "bool",
     "data.sim_te_rate_scale": "float>=0", "eval.test_windows_per_class": "int>=1",
-    "eval.val_windows_per_class": "int>=1", "eval.baseline_train_tokens": "int>=0",
+    "eval.val_windows_per_class": "int>=1", "eval.baseline_train_tokens": "int>=0|null",
     "eval.baseline_min_windows": "int>=1", "eval.baseline_max_windows": "int>=1|null",
 }
 
@@ -110,10 +110,15 @@ def _baselines(cfg: Config, store: TokenStore, splits: dict[str, list[Interval]]
                seq_len: int) -> dict[int, float]:
     """{k: test accuracy} of k-mer logistic regressions (k in ``eval.baseline_ks``, N counted) fitted on
     random train windows (same split and N policy) and scored on the same test windows as the network."""
-    n_tokens = int(cfg["eval"].get("baseline_train_tokens") or 0)
-    if n_tokens <= 0:
-        return {}
     ev = cfg["eval"]
+    n_tokens = ev.get("baseline_train_tokens")
+    if n_tokens is None:  # the same number of training tokens as the network saw
+        t = cfg["train"]
+        tps = cfg["data"].get("tokens_per_step") or int(t["batch_size"]) * seq_len
+        n_tokens = int(t["max_steps"]) * int(tps)
+    if int(n_tokens) <= 0:
+        return {}
+    n_tokens = int(n_tokens)
     n = max(int(ev.get("baseline_min_windows", 256)), n_tokens // seq_len)
     n = min(n, int(ev.get("baseline_max_windows") or n))
     x, y = RandomWindows(store, splits["train"], seq_len, seed=int(cfg["seed"]) + 1, balance_labels=True,

@@ -116,7 +116,7 @@ def test_simulator_realistic_and_seeded(genomes):
 def test_simulated_store_is_labelled_synthetic(tmp_path):
     store = apes_data.prepare_apes("simulated", tmp_path, sim_length=100_000, region_size=20_000, progress=False)
     assert store.synthetic and store.source["kind"] == "simulated"
-    assert "SYNTHETIC" in apes_data.describe(store)
+    assert "SIMULATED" in apes_data.describe(store)
     assert store.label_names == ["human", "chimpanzee", "bonobo", "gorilla", "orangutan"]
     assert {r["split"] for r in store.records} == {"train", "val", "test"}
 
@@ -139,6 +139,7 @@ def test_auto_source(monkeypatch, tmp_path):
     assert apes_data.resolve_source("auto") == "simulated"
     assert apes_data.resolve_source("auto", fasta={"human": "x.fa"}) == "fasta"
     monkeypatch.setattr(apes_data, "find_debian_maf", lambda: tmp_path / "x.maf")
-    assert apes_data.resolve_source("auto") == "maf"
+    assert apes_data.resolve_source("auto") == "simulated"  # the chr22 alignment is a negative control only
+    assert apes_data.resolve_source("auto", maf=tmp_path / "x.maf") == "maf"
     with pytest.raises(ValueError, match="must be one of"):
         apes_data.resolve_source("genbank")

@@ -83,7 +83,7 @@ def test_prepared_store_needs_no_biopython(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "SYNTHETIC" in out.stdout
+    assert "SIMULATED" in out.stdout
 
 
 def test_split_bed_overrides_store_splits(tmp_path):
