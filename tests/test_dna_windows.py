@@ -102,3 +102,59 @@ def test_bed_roundtrip(tmp_path, store):
     (tmp_path / "bad.bed").write_text("chr1\tx\t10\n")
     with pytest.raises(ValueError, match=r"bad.bed:1"):
         read_bed(tmp_path / "bad.bed")
+
+
+# --- N policy: assembly gaps are never a cue (issue 10) ------------------------------------------------
+from mambaseq.data.windows import NRuns  # noqa: E402
+
+from seeding import rng_for  # noqa: E402
+
+
+def test_n_runs_count_equals_brute_force(request):
+    rng = rng_for(request)
+    for _ in range(300):
+        n = int(rng.integers(1, 400))
+        tokens = np.where(rng.random(n) < rng.random(), 4, rng.integers(0, 4, n)).astype(np.uint8)
+        runs = NRuns(tokens, chunk=int(rng.integers(1, 64)))  # runs crossing chunk edges included
+        s = rng.integers(0, n + 1, 40)
+        e = np.minimum(s + rng.integers(0, n + 1, 40), n)
+        want = np.array([int((tokens[a:b] == 4).sum()) for a, b in zip(s, e)])
+        np.testing.assert_array_equal(runs.count(s, e), want)
+
+
+@pytest.fixture
+def gappy_store(tmp_path):
+    """Two labelled sequences of 2,000 bases; the second has an assembly gap of 300 N at 1,000 and one N at 100."""
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(0, 4, 2000).astype(np.uint8) for _ in range(2)]
+    seqs[1][1000:1300] = 4
+    seqs[1][100] = 4
+    with StoreWriter(tmp_path / "gappy", "fp", source={"kind": "test"}, labels=["a", "b"]) as w:
+        for i, s in enumerate(seqs):
+            w.add(f"s{i}", s, label="ab"[i], split="train")
+    return TokenStore(tmp_path / "gappy")
+
+
+def test_windows_over_max_n_fraction_are_left_out_and_the_rest_masked(gappy_store):
+    ivs = [Interval("s0", 0, 2000), Interval("s1", 0, 2000)]
+    tiled = TiledWindows(gappy_store, ivs, 200, max_n_fraction=0.01, mask_n=True)
+    starts = [tiled.coords(i).start for i in range(len(tiled)) if tiled.coords(i).seq == "s1"]
+    assert 1000 not in starts and 1200 not in starts  # the windows over the gap are left out
+    assert tiled.n_left_out == 2 and 0 in starts  # [0, 200) holds one N (0.5%): kept, and masked
+    x, _ = next(tiled.batches(len(tiled)))
+    assert int((x == 4).sum()) == 0
+    again, _ = next(tiled.batches(len(tiled)))
+    assert torch.equal(x, again)  # masking is a function of the position
+    unmasked = TiledWindows(gappy_store, ivs, 200, max_n_fraction=None)
+    assert unmasked.n_left_out == 0 and int((next(unmasked.batches(100))[0] == 4).sum()) == 301
+
+
+def test_random_windows_never_hold_more_n_than_allowed(gappy_store):
+    ivs = [Interval("s1", 0, 2000)]
+    rw = RandomWindows(gappy_store, ivs, 500, seed=3, max_n_fraction=0.002)
+    for step in range(20):
+        for k, off in rw.picks(step, 8):
+            assert rw.n_runs(k).count(np.array([off]), np.array([off + 500]))[0] <= 1
+    assert rw.with_length(250).max_n_fraction == 0.002
+    with pytest.raises(ValueError, match="max_n_fraction"):
+        RandomWindows(gappy_store, ivs, 1900, seed=0, max_n_fraction=0.0).batch(0, 1)

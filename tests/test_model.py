@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -91,10 +92,11 @@ def test_classifier_pooling(pooling):
     torch.manual_seed(0)
     cfg = MambaConfig.from_name("debug", vocab_size=8, num_labels=3, pooling=pooling)
     clf = MambaForSequenceClassification(cfg).eval()
+    torch.nn.init.normal_(clf.head.weight)  # the head starts at zero; give it weights to see the pooling
     ids = torch.randint(0, 8, (2, 12))
     with torch.no_grad():
         h = clf.backbone(ids)
-        want = clf.head(h[:, -1] if pooling == "last" else h.mean(1))
+        want = clf.head(clf.pool_norm(h[:, -1] if pooling == "last" else h.mean(1)))
         torch.testing.assert_close(clf(ids), want)
     if pooling == "last":  # causal: the logits depend on every position, and only on the past
         ids2 = ids.clone()
@@ -166,3 +168,44 @@ def test_named_sizes_and_bad_inputs(tmp_path):
         _lm(False)(torch.randn(2, 5))
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_pretrained(tmp_path)
+
+
+# --- classifier signal path and k-mer tokens (issue 10) -------------------------------------------------
+from mambaseq.model import kmer_ids  # noqa: E402
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 6])
+def test_kmer_ids_equal_brute_force(k):
+    g = torch.Generator().manual_seed(k)
+    x = torch.randint(0, 6, (3, 40), generator=g)  # 4 and 5 (N, PAD) are not bases
+    got = kmer_ids(x, k)
+    for b in range(3):
+        for t in range(40):
+            win = x[b, t - k + 1 : t + 1].tolist() if t >= k - 1 else None
+            want = 4**k if win is None or max(win) > 3 else sum(v * 4 ** (k - 1 - i) for i, v in enumerate(win))
+            assert int(got[b, t]) == want, (b, t)
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+@pytest.mark.parametrize("kmer", [1, 6])
+def test_classifier_starts_at_ln_k_and_learns_its_head(norm, kmer):
+    cfg = MambaConfig.from_name("debug", vocab_size=10, num_labels=5, classifier_norm=norm, kmer_size=kmer)
+    torch.manual_seed(0)
+    clf = MambaForSequenceClassification(cfg)
+    x, y = torch.randint(0, 4, (6, 64)), torch.arange(6) % 5
+    loss = torch.nn.functional.cross_entropy(clf(x), y)
+    assert float(loss.detach()) == pytest.approx(math.log(5), abs=1e-6)  # zero-initialised head: exactly ln K
+    loss.backward()
+    assert clf.head.weight.grad.abs().sum() > 0  # the head learns first; the backbone follows
+    clf.eval()
+    assert clf(x).shape == (6, 5)
+
+
+def test_kmer_size_is_validated():
+    with pytest.raises(ValueError, match="kmer_size"):
+        MambaConfig.from_name("debug", kmer_size=9)
+    with pytest.raises(ValueError, match="kmer_size"):
+        MambaConfig.from_name("debug", kmer_size=6, rc_equivariant=True)
+    lm = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=10, kmer_size=3))
+    with pytest.raises(NotImplementedError, match="kmer_size"):
+        lm.step(torch.zeros(1, dtype=torch.long), lm.allocate_inference_cache(1))

@@ -152,19 +152,15 @@ class NRuns:
     """
 
     def __init__(self, tokens: np.ndarray, chunk: int = 1 << 24):
-        starts, ends = [], []
-        prev = False
+        edges, prev = [], False
         for c0 in range(0, tokens.size, chunk):  # chunked: a 250-Mb chromosome never makes a 250-MB mask
             isn = np.asarray(tokens[c0 : c0 + chunk]) == N_ID
-            edges = np.flatnonzero(np.diff(np.concatenate([[prev], isn]).astype(np.int8)))
-            flips = edges + c0
-            vals = isn[edges]  # True where a run starts, False where one ends
-            starts.append(flips[vals])
-            ends.append(flips[~vals])
+            edges.append(np.flatnonzero(np.diff(np.concatenate([[prev], isn]).astype(np.int8))) + c0)
             prev = bool(isn[-1]) if isn.size else prev
-        self.starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
-        self.ends = np.concatenate(ends + ([np.array([tokens.size])] if prev else [])) if ends or prev \
-            else np.zeros(0, np.int64)
+        if prev:  # a run that reaches the end of the sequence
+            edges.append(np.array([tokens.size]))
+        flips = np.concatenate(edges) if edges else np.zeros(0, dtype=np.int64)
+        self.starts, self.ends = flips[0::2].astype(np.int64), flips[1::2].astype(np.int64)  # runs alternate
         self.cum = np.concatenate([[0], np.cumsum(self.ends - self.starts)])
 
     def _before(self, x: np.ndarray) -> np.ndarray:
