@@ -159,7 +159,7 @@ def load_foreign(cls: type[nn.Module], directory: str | os.PathLike, fmt: str, m
     if unknown:
         raise ValueError(f"{wpath}: unknown weights {unknown[:10]}{' ...' if len(unknown) > 10 else ''} "
                          f"({len(unknown)} in all) for {cls.__name__}")
-    fresh_ok = () if cls.__name__ == "MambaLMHeadModel" else ("head.",)
+    fresh_ok = () if cls.__name__ == "MambaLMHeadModel" else ("head.", "pool_norm.")  # a classifier's new head
     missing = [k for k in want if k not in sd and not k.startswith(fresh_ok) and not (tied and k == "lm_head.weight")]
     if missing:
         raise ValueError(f"{wpath}: checkpoint lacks weights {missing[:10]} ({len(missing)} in all)")

@@ -249,6 +249,17 @@ class MambaLMHeadModel(nn.Module, PretrainedMixin, GenerationMixin):
         return self.backbone.allocate_inference_cache(batch_size, device, dtype)
 
 
+class PooledBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d over pooled features (batch, d) that also trains on a micro-batch of one window (long
+    contexts): such a batch is standardised by the running statistics and does not update them."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] == 1:
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                            False, 0.0, self.eps)
+        return super().forward(x)
+
+
 class MambaForSequenceClassification(nn.Module, PretrainedMixin):
     """(batch, L) ids -> (batch, num_labels) logits from the mean (``pooling="mean"``, default) or the last
     position (``"last"``) of the final-norm hidden states.
@@ -269,7 +280,7 @@ class MambaForSequenceClassification(nn.Module, PretrainedMixin):
         # standardise each pooled feature over the batch (running statistics at evaluation), as a k-mer
         # logistic regression standardises its frequencies: pooled features of different windows differ by a
         # small fraction of their common mean, which a plain linear head needs thousands of steps to resolve
-        self.pool_norm = nn.BatchNorm1d(cfg.d_model) if cfg.classifier_norm == "batch" else nn.Identity()
+        self.pool_norm = PooledBatchNorm(cfg.d_model) if cfg.classifier_norm == "batch" else nn.Identity()
         self.head = nn.Linear(cfg.d_model, cfg.num_labels)
         _init_weights(self, cfg.n_layer)
         nn.init.zeros_(self.head.weight)

@@ -27,7 +27,7 @@ from . import apes
 
 # the backbone fields an apes model must share with the LM to take its weights
 ARCH_FIELDS = ("d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "complex", "norm", "bias",
-               "conv_bias", "bidirectional", "rc_equivariant", "vocab_size")
+               "conv_bias", "bidirectional", "rc_equivariant", "kmer_size", "vocab_size")
 PRETRAINED_ARCHITECTURES = ("MambaLMHeadModel", "MambaForMaskedLM")
 
 

@@ -14,7 +14,8 @@ from mambaseq.training import (SeqLenSchedule, TrainConfig, classification_loss,
 
 def tiny_classifier(seed: int = 0) -> MambaForSequenceClassification:
     torch.manual_seed(seed)
-    return MambaForSequenceClassification(MambaConfig.from_name("debug", vocab_size=10, num_labels=3))
+    # the label is the last token: last-position pooling sees it directly
+    return MambaForSequenceClassification(MambaConfig.from_name("debug", vocab_size=10, num_labels=3, pooling="last"))
 
 
 def batch_fn(step: int, seq_len: int, batch_size: int):
