@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from mambaseq.config import MambaConfig
@@ -45,7 +46,8 @@ def _sample(chains: np.ndarray, labels: np.ndarray, rng: np.random.Generator) ->
     return x
 
 
-def test_classifier_learns_a_kmer_signal_as_well_as_logistic_regression(tmp_path):
+@pytest.mark.parametrize("kmer_size", [1, 6], ids=["bases", "bases+6mers"])  # 6-mers: the README main job's model
+def test_classifier_learns_a_kmer_signal_as_well_as_logistic_regression(tmp_path, kmer_size):
     rng = np.random.default_rng(20261130)
     chains = _chains(rng)
     test_y = np.repeat(np.arange(K), 150)
@@ -55,8 +57,9 @@ def test_classifier_learns_a_kmer_signal_as_well_as_logistic_regression(tmp_path
     base = kmer_baselines(train_x, train_y, test_x, test_y, ks=(2, 3, 4))
     best = max(base.values())
 
-    g = GOLDEN["markov3"]
-    cfg = MambaConfig.from_name("tiny", n_layer=2, d_state=8, vocab_size=10, num_labels=K, pooling="mean")
+    g = {**GOLDEN["markov3"], **GOLDEN["markov3"].get(f"kmer{kmer_size}", {})}
+    cfg = MambaConfig.from_name("tiny", n_layer=2, d_state=8, vocab_size=10, num_labels=K, pooling="mean",
+                                kmer_size=kmer_size)
     torch.manual_seed(0)
     model = MambaForSequenceClassification(cfg)
     tcfg = TrainConfig(max_steps=g["steps"], lr=g["lr"], warmup_steps=10, batch_size=g["batch_size"], seq_len=L,
