@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 
 import numpy as np
@@ -15,3 +16,10 @@ def seed_for(request: pytest.FixtureRequest, salt: str = "") -> int:
 
 def rng_for(request: pytest.FixtureRequest, salt: str = "") -> np.random.Generator:
     return np.random.default_rng(seed_for(request, salt))
+
+
+def current_seed(salt: str = "") -> int:
+    """``seed_for`` without the ``request`` fixture: the id of the test now running (``PYTEST_CURRENT_TEST``),
+    for helpers called from many tests (kernel case tables)."""
+    test_id = os.environ.get("PYTEST_CURRENT_TEST", "outside pytest").rsplit(" ", 1)[0]
+    return zlib.crc32(f"{test_id}|{salt}".encode())

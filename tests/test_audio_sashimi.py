@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
+from seeding import current_seed
 
 CASES = [  # (complex, pool, L): L not a multiple of the total pool on purpose, plus L shorter than one pool
     (False, (4, 4), 71),
@@ -25,7 +26,7 @@ def _one_thread():
 
 
 def _model(complex_, pool):
-    torch.manual_seed(torch.seed() % 2**31)
+    torch.manual_seed(current_seed())
     return SaShiMiLM(SaShiMiConfig(d_model=8, n_layer=1, d_state=4, pool=pool, complex=complex_)).eval()
 
 

@@ -8,13 +8,13 @@ case whose element offsets pass 2^31.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import pytest
 import torch
 
 from kernel_utils import DTYPES, TOLERANCES, check_errors, rel_rms, run_interpreted
+from seeding import current_seed
 
 gpu = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -137,7 +137,7 @@ def run_scan(x: dict, up: dict, softplus: bool, backend: str, chunk: int | None 
 
 def case_errors(c: ScanCase, device: str) -> dict[str, float]:
     """Relative RMS error of every output and gradient of the Triton scan against the reference."""
-    seed = int.from_bytes(os.urandom(4), "little")
+    seed = current_seed()
     gen = torch.Generator().manual_seed(seed)
     x, up = make_inputs(c, device, gen)
     softplus = not c.plain
@@ -191,7 +191,7 @@ def test_scan_triton_gpu_int32_overflow():
     if free < 60 * 2**30:
         pytest.skip(f"needs ~60 GiB of free GPU memory, {free / 2**30:.0f} GiB free")
     dev, bf = "cuda", torch.bfloat16
-    gen = torch.Generator(device=dev).manual_seed(int.from_bytes(os.urandom(4), "little"))
+    gen = torch.Generator(device=dev).manual_seed(current_seed())
     u = torch.randn(b, d, L, device=dev, dtype=bf, generator=gen).requires_grad_()
     delta = (0.5 * torch.randn(b, d, L, device=dev, dtype=bf, generator=gen) - 0.5).requires_grad_()
     z = torch.randn(b, d, L, device=dev, dtype=bf, generator=gen).requires_grad_()
