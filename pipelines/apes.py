@@ -25,7 +25,7 @@ from mambaseq.data import (VOCAB, Interval, RandomWindows, TiledWindows, TokenSt
                            split_intervals, write_bed)
 from mambaseq.fileio import write_json
 from mambaseq.model import MambaForSequenceClassification, load_pretrained
-from mambaseq.settings import check_settings, compose
+from mambaseq.settings import ConfigError, check_settings, compose
 from mambaseq.training import TrainConfig, autocast_context, classification_loss, latest_checkpoint, resolve_device
 from mambaseq.training import train as train_loop
 
@@ -51,6 +51,10 @@ def load_config(overrides: Sequence[str] = (), config_name: str = "apes") -> Con
     cfg = compose(config_name, overrides)
     check_settings(cfg, SETTINGS)
     TrainConfig.from_dict({k: v for k, v in cfg["train"].items() if k not in ("seq_len", "seed")})
+    try:  # the model's fields too (e.g. kmer_size with rc_equivariant), before any data is prepared
+        build_model(cfg, n_labels=2, device="meta")
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model: {e}") from e
     return cfg
 
 
@@ -92,10 +96,16 @@ def load_splits(cfg: Config, store: TokenStore) -> dict[str, list[Interval]]:
     return out
 
 
-def build_model(cfg: Config, n_labels: int) -> MambaForSequenceClassification:
+def build_model(cfg: Config, n_labels: int, device: str | None = None) -> MambaForSequenceClassification:
+    """The classifier of ``cfg["model"]`` (``MambaConfig.from_name(size, **other keys)``); ``device="meta"``
+    only checks the configuration (no memory)."""
     m = dict(cfg["model"])
     size = m.pop("size")
-    return MambaForSequenceClassification(MambaConfig.from_name(size, vocab_size=len(VOCAB), num_labels=n_labels, **m))
+    mcfg = MambaConfig.from_name(size, vocab_size=len(VOCAB), num_labels=n_labels, **m)
+    if device is None:
+        return MambaForSequenceClassification(mcfg)
+    with torch.device(device):
+        return MambaForSequenceClassification(mcfg)
 
 
 def _n_policy(cfg: Config) -> dict[str, Any]:

@@ -104,3 +104,11 @@ def test_split_bed_overrides_store_splits(tmp_path):
     cfg["data"]["split_bed"] = str(tmp_path / "bad.bed")
     with pytest.raises(ValueError, match="must be train/val/test"):
         apes.train(cfg, store=store)
+
+
+def test_model_settings_are_checked_before_any_data(tmp_path):
+    from mambaseq.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="model: .*kmer_size"):
+        apes.load_config(tiny_overrides(tmp_path, "model.rc_equivariant=true", "model.kmer_size=6"))
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
