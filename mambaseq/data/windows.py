@@ -302,11 +302,12 @@ class TiledWindows(_WindowSource):
                  max_n_fraction: float | None = None, mask_n: bool = False):
         super().__init__(store, intervals, length, max_n_fraction, mask_n)
         stride = stride or self.length
-        picks = []
+        picks, self.n_left_out = [], 0  # windows over max_n_fraction are left out (and counted)
         for k, iv in enumerate(self.intervals):
             offs = np.arange(0, iv.length - self.length + 1, stride)
-            picks += [(k, int(o)) for o in offs[self.n_ok(k, offs)]]  # windows over max_n_fraction left out
-        self.n_left_out = sum(len(range(0, iv.length - self.length + 1, stride)) for iv in self.intervals) - len(picks)
+            ok = self.n_ok(k, offs)
+            picks += [(k, int(o)) for o in offs[ok]]
+            self.n_left_out += int((~ok).sum())
         if max_per_label is not None:
             rng = np.random.default_rng(seed)
             by_label: dict[int, list[tuple[int, int]]] = {}
