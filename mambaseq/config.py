@@ -70,6 +70,7 @@ class MambaConfig:
     pooling: str = "mean"  # "mean" (every position, as HyenaDNA/Caduceus) | "last" (causal last token)
     classifier_norm: str = "batch"  # "batch": standardise pooled features (BatchNorm1d) | "none"
     kmer_size: int = 1  # k > 1: add an embedding of the (overlapping) k-mer ending at each position
+    wide_kmer_size: int = 0  # k > 0: classifier adds a linear head on the window's k-mer profile (Wide & Deep)
     bidirectional: bool = False  # BiMamba mixers (Caduceus): not causal
     rc_equivariant: bool = False  # RC parameter sharing (Caduceus-PS): both strands, shared weights
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, saved with the checkpoint
@@ -105,6 +106,12 @@ class MambaConfig:
             raise ValueError(f"MambaConfig.classifier_norm must be 'batch' or 'none', got {self.classifier_norm!r}")
         if not isinstance(self.kmer_size, int) or isinstance(self.kmer_size, bool) or not 1 <= self.kmer_size <= 8:
             raise ValueError(f"MambaConfig.kmer_size must be an int in 1..8, got {self.kmer_size!r}")
+        if (not isinstance(self.wide_kmer_size, int) or isinstance(self.wide_kmer_size, bool)
+                or not 0 <= self.wide_kmer_size <= 8):
+            raise ValueError(f"MambaConfig.wide_kmer_size must be an int in 0..8 (0: off), got {self.wide_kmer_size!r}")
+        if self.wide_kmer_size and self.rc_equivariant:
+            raise ValueError("MambaConfig.wide_kmer_size > 0 is not reverse-complement invariant; use 0 with "
+                             "rc_equivariant=True")
         if self.kmer_size > 1 and self.rc_equivariant:
             raise ValueError("MambaConfig.kmer_size > 1 is not reverse-complement equivariant; use kmer_size=1 "
                              "with rc_equivariant=True")

@@ -260,6 +260,37 @@ class PooledBatchNorm(nn.BatchNorm1d):
         return super().forward(x)
 
 
+class KmerProfileHead(nn.Module):
+    """The "wide" part of a Wide & Deep classifier (Cheng et al. 2016): (batch, L) base ids -> (batch, num_labels)
+    logits, linear in the window's standardised k-mer frequency profile.
+
+    The profile counts the L overlapping k-mers (``kmer_ids``; one extra bin for k-mers holding N or starting
+    before the window) divided by L; each of its 4^k + 1 frequencies is standardised over the batch
+    (``PooledBatchNorm`` without affine: running statistics at evaluation), then a zero-initialised linear map.
+    This is the k-mer logistic regression of the baselines, trained jointly with the network: a full-rank
+    linear map on 4^k frequencies learns from few windows, where the same information reaching the head
+    through a d_model-wide mean-pooled k-mer embedding is a rank-d_model factorisation that starts at a saddle
+    (docs/apes.md has the measurements)."""
+
+    def __init__(self, k: int, num_labels: int) -> None:
+        super().__init__()
+        self.k = k
+        self.norm = PooledBatchNorm(4**k + 1, affine=False)
+        self.linear = nn.Linear(4**k + 1, num_labels)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def profile(self, input_ids: Tensor) -> Tensor:
+        """(batch, L) ids -> (batch, 4^k + 1) float32 k-mer frequencies (rows sum to 1)."""
+        ids = kmer_ids(input_ids, self.k)
+        counts = torch.zeros(ids.shape[0], 4**self.k + 1, device=ids.device, dtype=torch.float32)
+        counts.scatter_add_(1, ids, torch.ones_like(ids, dtype=torch.float32))
+        return counts / ids.shape[1]
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return self.linear(self.norm(self.profile(input_ids)))
+
+
 class MambaForSequenceClassification(nn.Module, PretrainedMixin):
     """(batch, L) ids -> (batch, num_labels) logits from the mean (``pooling="mean"``, default) or the last
     position (``"last"``) of the final-norm hidden states.
@@ -269,7 +300,8 @@ class MambaForSequenceClassification(nn.Module, PretrainedMixin):
     only remembers the last ~1/dt_min tokens.
 
     ``cfg.rc_equivariant``: pools both strands (``mambaseq.modules.rc.rc_pool``): RC-invariant logits.
-    ``from_pretrained(plain_ckpt, rc_equivariant=True)`` is post-hoc conjoining of a plain model."""
+    ``from_pretrained(plain_ckpt, rc_equivariant=True)`` is post-hoc conjoining of a plain model.
+    ``cfg.wide_kmer_size = k > 0``: adds the logits of a ``KmerProfileHead`` (Wide & Deep)."""
 
     def __init__(self, cfg: MambaConfig) -> None:
         super().__init__()
@@ -284,11 +316,13 @@ class MambaForSequenceClassification(nn.Module, PretrainedMixin):
         self.head = nn.Linear(cfg.d_model, cfg.num_labels)
         _init_weights(self, cfg.n_layer)
         nn.init.zeros_(self.head.weight)
+        self.wide = KmerProfileHead(cfg.wide_kmer_size, cfg.num_labels) if cfg.wide_kmer_size else None
 
     def forward(self, input_ids: Tensor) -> Tensor:
         h = self.backbone(input_ids)  # (b, L, d), (b, L, 2d) if rc_equivariant
         pooled = rc.rc_pool(h, self.cfg.pooling) if self.cfg.rc_equivariant else rc.pool(h, self.cfg.pooling)
-        return self.head(self.pool_norm(pooled.float()))
+        logits = self.head(self.pool_norm(pooled.float()))
+        return logits if self.wide is None else logits + self.wide(input_ids)
 
 
 ARCHITECTURES = {c.__name__: c for c in (MambaLMHeadModel, MambaForSequenceClassification)}

@@ -171,7 +171,8 @@ def test_named_sizes_and_bad_inputs(tmp_path):
 
 
 # --- classifier signal path and k-mer tokens (issue 10) -------------------------------------------------
-from mambaseq.model import kmer_ids  # noqa: E402
+from mambaseq.model import KmerProfileHead, kmer_ids  # noqa: E402
+from seeding import seed_for  # noqa: E402
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 6])
@@ -186,10 +187,12 @@ def test_kmer_ids_equal_brute_force(k):
             assert int(got[b, t]) == want, (b, t)
 
 
+@pytest.mark.parametrize("wide", [0, 3], ids=["deep", "wide3"])
 @pytest.mark.parametrize("norm", ["batch", "none"])
 @pytest.mark.parametrize("kmer", [1, 6])
-def test_classifier_starts_at_ln_k_and_learns_its_head(norm, kmer):
-    cfg = MambaConfig.from_name("debug", vocab_size=10, num_labels=5, classifier_norm=norm, kmer_size=kmer)
+def test_classifier_starts_at_ln_k_and_learns_its_head(norm, kmer, wide):
+    cfg = MambaConfig.from_name("debug", vocab_size=10, num_labels=5, classifier_norm=norm, kmer_size=kmer,
+                                wide_kmer_size=wide)
     torch.manual_seed(0)
     clf = MambaForSequenceClassification(cfg)
     x, y = torch.randint(0, 4, (6, 64)), torch.arange(6) % 5
@@ -197,8 +200,31 @@ def test_classifier_starts_at_ln_k_and_learns_its_head(norm, kmer):
     assert float(loss.detach()) == pytest.approx(math.log(5), abs=1e-6)  # zero-initialised head: exactly ln K
     loss.backward()
     assert clf.head.weight.grad.abs().sum() > 0  # the head learns first; the backbone follows
+    if wide:
+        assert clf.wide.linear.weight.grad.abs().sum() > 0
     clf.eval()
     assert clf(x).shape == (6, 5)
+
+
+def test_kmer_profile_head_counts_every_kmer_once(request):
+    k = 2
+    x = torch.randint(0, 5, (3, 50), generator=torch.Generator().manual_seed(seed_for(request)))  # 4 = N
+    prof = KmerProfileHead(k, 5).profile(x)
+    assert prof.shape == (3, 4**k + 1)
+    assert torch.allclose(prof.sum(1), torch.ones(3))
+    for b in range(3):
+        want = torch.bincount(kmer_ids(x[b : b + 1], k)[0], minlength=4**k + 1).float() / 50
+        assert torch.equal(prof[b], want)
+    # the N/edge bin: the first k - 1 positions plus every k-mer holding an N
+    n_bad = sum(1 for t in range(50) if t < k - 1 or (x[0, t - k + 1 : t + 1] > 3).any())
+    assert prof[0, -1] * 50 == n_bad
+
+
+def test_wide_kmer_size_is_validated():
+    with pytest.raises(ValueError, match="wide_kmer_size"):
+        MambaConfig.from_name("debug", wide_kmer_size=9)
+    with pytest.raises(ValueError, match="wide_kmer_size"):
+        MambaConfig.from_name("debug", wide_kmer_size=4, rc_equivariant=True)
 
 
 def test_kmer_size_is_validated():
