@@ -203,7 +203,7 @@ def _env(a) -> dict:
     except ImportError:
         pass
     rev = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    info["mambaseq_rev"] = rev.stdout.strip() or "unknown"
+    info["mambaseq_rev"] = os.environ.get("MAMBASEQ_REV") or rev.stdout.strip() or "unknown"
     return info
 
 
