@@ -4,6 +4,7 @@ causal-conv1d 1.7.0) in the same run. Prints a table and writes JSON under bench
     python bench/bench_e2e.py run [--sides ours,peer] [--peer /tmp/peer] [--only NAME ...] [--name FILE]
     python bench/bench_e2e.py table A.json B.json ... [--name FILE]      # merge runs into one table
     python bench/bench_e2e.py profile [--side ours] [--only NAME]         # torch profiler, one step
+    python bench/bench_e2e.py conv                                        # conv-backward tile sweep
     python bench/bench_e2e.py run --quick --device cpu                    # dry run of the script
 
 Rows (the issue's table): the 90.5M LM (d_model 768 x 24 layers, vocab 16, d_state 16, expand 2) trained at
@@ -69,8 +70,11 @@ def _models(side: str, spec: dict, device, peer_path: str | None):
     return m, (lambda ids: m(ids).logits)
 
 
-def run_row(side: str, name: str, rows: dict, device_name: str, peer_path: str | None) -> dict:
-    """Time one row in THIS process -> dict (step_ms, tokens_per_s, peak GiB, or the error)."""
+def run_row(side: str, name: str, rows: dict, device_name: str, peer_path: str | None, timed_ctx=None) -> dict:
+    """Time one row in THIS process -> dict (step_ms, tokens_per_s, peak GiB, or the error). ``timed_ctx``:
+    a context manager entered around the timed steps only (the profiler)."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
@@ -99,7 +103,10 @@ def run_row(side: str, name: str, rows: dict, device_name: str, peer_path: str |
             return loss
 
         times = []
+        timed = contextlib.ExitStack()
         for i in range(warm + steps):
+            if i == warm and timed_ctx is not None:
+                timed.enter_context(timed_ctx)
             if cuda:
                 torch.cuda.synchronize(dev)
             t0 = time.perf_counter()
@@ -112,6 +119,7 @@ def run_row(side: str, name: str, rows: dict, device_name: str, peer_path: str |
                 times.append(dt)
             elif i == 0:
                 row["first_step_s"] = dt
+        timed.close()
         med = statistics.median(times)
         row.update(step_ms=1e3 * med, tokens_per_s=b * L / med, step_ms_all=[1e3 * t for t in times])
     except torch.OutOfMemoryError as e:
@@ -129,13 +137,47 @@ def profile_row(side: str, name: str, rows: dict, device_name: str, peer_path: s
     from torch.profiler import ProfilerActivity, profile
 
     spec, mode, b, L, _, _ = rows[name]
-    quick_rows = {name: (spec, mode, b, L, 2, 0)}
-    run_row(side, name, quick_rows, device_name, peer_path)  # warm-up in this process (compiles)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], profile_memory=False) as prof:
-        run_row(side, name, {name: (spec, mode, b, L, 0, 1)}, device_name, peer_path)
+    prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+    run_row(side, name, {name: (spec, mode, b, L, 2, 1)}, device_name, peer_path, timed_ctx=prof)
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=60)
     out.write_text(table)
     print(table[:6000])
+
+
+def conv_sweep(device_name: str) -> list[dict]:
+    """Time the time-major conv backward (the fused block's) at the LM's layer shape, b 8 x L 2048 x d_inner
+    1536 bf16 (x read from a (b, L, 2 d_inner) buffer), for several (time rows, channels, warps) tiles."""
+    import torch
+    from triton.testing import do_bench
+
+    from mambaseq.kernels import mamba_inner_triton as mit
+
+    b, L, d = 8, 2048, 1536
+    dev = torch.device(device_name)
+    xz = torch.randn(b, L, 2 * d, device=dev, dtype=torch.bfloat16)
+    w, bias = torch.randn(d, 4, device=dev), torch.randn(d, device=dev)
+    g1, g2 = torch.randn(b, L, d, device=dev, dtype=torch.bfloat16), torch.randn(b, L, d, device=dev,
+                                                                                 dtype=torch.bfloat16)
+    dxz = torch.empty_like(xz)
+    out, saved = [], dict(mit.CONV_TUNE)
+    ref = None
+    try:
+        for tile in [(32, 128, 4), (16, 128, 4), (32, 64, 4), (64, 64, 4), (64, 128, 8), (16, 64, 2)]:
+            mit.CONV_TUNE["bwd"] = tile
+            dw, _ = mit.conv_tm_backward(xz[..., :d], w, bias, g1, g2, dxz[..., :d])
+            dx = dxz[..., :d].float()
+            ref = (dx, dw) if ref is None else ref
+            same = bool(torch.allclose(dx, ref[0], rtol=1e-2, atol=1e-2) and torch.allclose(dw, ref[1], rtol=1e-3, atol=1e-2))
+            ms = do_bench(lambda: mit.conv_tm_backward(xz[..., :d], w, bias, g1, g2, dxz[..., :d]), warmup=25, rep=100,
+                          return_mode="median")
+            out.append({"tile": tile, "ms": ms, "same_as_first": same})
+            print(out[-1], flush=True)
+        ms = do_bench(lambda: mit.conv_tm_forward(xz[..., :d], w, bias), warmup=25, rep=100, return_mode="median")
+        out.append({"fwd_tile": saved["fwd"], "ms": ms})
+        print(out[-1])
+    finally:
+        mit.CONV_TUNE.update(saved)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -209,7 +251,7 @@ def _env(a) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", choices=["run", "table", "profile", "child"])
+    ap.add_argument("cmd", choices=["run", "table", "profile", "child", "conv"])
     ap.add_argument("args", nargs="*")
     ap.add_argument("--sides", default="ours,peer")
     ap.add_argument("--side", default="ours")
@@ -223,6 +265,9 @@ def main() -> None:
     rows = QUICK if a.quick else ROWS
     if a.cmd == "child":
         print(TAG + json.dumps(run_row(a.args[0], a.args[1], rows, a.device, a.peer or None)), flush=True)
+        return
+    if a.cmd == "conv":
+        save({**_env(a), "conv_bwd_sweep": conv_sweep(a.device)}, a.name or "e2e_conv_sweep.json")
         return
     if a.cmd == "profile":
         for n in a.only or ["lm_train_b8_L2048"]:

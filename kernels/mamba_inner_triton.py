@@ -107,11 +107,17 @@ def _conv_tm_bwd_kernel(x_ptr, w_ptr, bias_ptr, g1_ptr, g2_ptr, dx_ptr, dw_ptr, 
              mask=(t < L)[:, None] & cmask[None, :])
 
 
-def _conv_blocks(L: int, d: int) -> tuple[int, int, int]:
+# (time rows, channels, warps) of a conv program on the GPU, forward and backward; bench_e2e.py's ``conv``
+# command sweeps the backward's.
+CONV_TUNE = {"fwd": (32, 128, 4), "bwd": (32, 128, 4)}
+
+
+def _conv_blocks(L: int, d: int, which: str) -> tuple[int, int, int]:
     """(BL, BD, warps): 128-channel rows (256 B of bf16) coalesced; few, wide programs in the interpreter."""
     if triton_interpret():
         return min(64, triton.next_power_of_2(L)), min(64, triton.next_power_of_2(d)), 4
-    return 32, min(128, triton.next_power_of_2(d)), 4
+    bl, bd, nw = CONV_TUNE[which]
+    return bl, min(bd, triton.next_power_of_2(d)), nw
 
 
 def conv_tm_forward(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
@@ -120,7 +126,7 @@ def conv_tm_forward(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
     b, L, d = x.shape
     W = w.shape[1]
     out = torch.empty((b, L, d), device=x.device, dtype=x.dtype)
-    BL, BD, nw = _conv_blocks(L, d)
+    BL, BD, nw = _conv_blocks(L, d, "fwd")
     _conv_tm_fwd_kernel[(b * triton.cdiv(L, BL), triton.cdiv(d, BD))](
         x, w, bias if bias is not None else w, out, L, d, x.stride(1),
         W=W, HAS_BIAS=bias is not None, BL=BL, BD=BD, num_warps=nw)
@@ -133,7 +139,7 @@ def conv_tm_backward(x: Tensor, w: Tensor, bias: Tensor | None, g1: Tensor, g2: 
     None): writes dL/dx into ``dx`` (same strides as x) and returns (dw (d, W) float32, dbias (d,) or None)."""
     b, L, d = x.shape
     W = w.shape[1]
-    BL, BD, nw = _conv_blocks(L, d)
+    BL, BD, nw = _conv_blocks(L, d, "bwd")
     nlb = triton.cdiv(L, BL)
     dwp = torch.empty((b, nlb, d, W), device=x.device, dtype=torch.float32)
     dbp = torch.empty((b, nlb, d), device=x.device, dtype=torch.float32) if bias is not None else None
@@ -190,9 +196,11 @@ class MambaInnerTriton(torch.autograd.Function):
             B_, C_ = _bc_from_xdbl(x_dbl, R, N, cplx)
             dy = dout @ ow  # (b, L, di): gradient of the gated scan output
             dxz = torch.empty_like(xz)
-            yz = torch.empty_like(u)  # gated output, recomputed by the scan backward for out_proj's dW
+            # in place: the gated output (recomputed for out_proj's dW) overwrites dy, ddelta overwrites delta
             du, ddelta, _, dBs, dCs, dA, dD, dbias, _ = scan_backward(
-                (A_, D_, bias_, hstart, dsum, cfg), u, delta, z, B_, C_, dy, None, dz_=dxz[..., di:], yz=yz)
+                (A_, D_, bias_, hstart, dsum, cfg), u, delta, z, B_, C_, dy, None, dz_=dxz[..., di:], yz=dy,
+                ddelta_=delta)
+            yz = dy
             del delta, dy
             dout2, yz2 = dout.flatten(0, 1), yz.flatten(0, 1)
             dow = dout2.t() @ yz2  # (d_model, di)

@@ -123,6 +123,18 @@ def _unplanes(x: Tensor, cplx: bool) -> Tensor:
     return x.transpose(-1, -2).contiguous()
 
 
+def _row_stride(z_: Tensor | None, d: int) -> int:
+    """Elements between consecutive (batch, t) rows of a time-major z (the kernels index row b*L + t).
+    With L = 1 the time stride is meaningless (PyTorch calls any size-1 stride contiguous): the batch
+    stride is the row stride then."""
+    if z_ is None:
+        return d
+    b, L, _ = z_.shape
+    if z_.stride(2) != 1 or (L > 1 and b > 1 and z_.stride(0) != L * z_.stride(1)):
+        raise ValueError(f"z must be time-major with unit channel stride and evenly spaced rows; strides {z_.stride()}")
+    return z_.stride(1) if L > 1 else z_.stride(0)
+
+
 def scan_forward(u_: Tensor, dl_: Tensor, z_: Tensor | None, A: Tensor, B_: Tensor, C_: Tensor,
                  D: Tensor | None, delta_bias: Tensor | None, h0: Tensor | None, softplus: bool,
                  chunk_len: int | None = None) -> tuple[Tensor, Tensor, tuple]:
@@ -148,7 +160,7 @@ def scan_forward(u_: Tensor, dl_: Tensor, z_: Tensor | None, A: Tensor, B_: Tens
     h0_ = _planes(h0) if h0 is not None else torch.zeros((b, P, N, d), **f32)
     out = torch.empty_like(u_)
     last = torch.empty((b, P, N, d), **f32)
-    sz = z_.stride(1) if z_ is not None else d
+    sz = _row_stride(z_, d)
     flags = dict(HAS_Z=z_ is not None, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
                  SOFTPLUS=bool(softplus), CPLX=cplx, BN=BN, SCALAR_D=bool(TUNE["scalar_d"]), EVEN_N=N == BN)
     dummy = out  # stands in for absent optional pointers (never dereferenced)
@@ -179,12 +191,14 @@ def scan_forward(u_: Tensor, dl_: Tensor, z_: Tensor | None, A: Tensor, B_: Tens
 
 def scan_backward(saved: tuple, u_: Tensor, dl_: Tensor, z_: Tensor | None, B_: Tensor, C_: Tensor,
                   dout_: Tensor | None, dlast: Tensor | None, *, dz_: Tensor | None = None,
-                  yz: Tensor | None = None) -> tuple:
+                  yz: Tensor | None = None, ddelta_: Tensor | None = None) -> tuple:
     """Launch the backward for ``scan_forward``'s ``saved``, on the same time-major inputs.
 
     dout_: (b, L, d) contiguous or None;  dlast: (b, d, N) or None.  dz_: where dz goes, (b, L, d) with unit
     channel stride and the same row stride as z_ (default: a new contiguous tensor).  yz: if given, a
     (b, L, d) contiguous tensor that receives the gated output y * silu(z), recomputed (needs z_).
+    ddelta_: where ddelta goes (default: a new tensor). In place is allowed for both: yz may be dout_ and
+    ddelta_ may be dl_ (each element is read by its one program before that program writes it there).
     Returns du, ddelta (b, L, d); dz or None; dB, dC summed partials (b, G, L, N[, 2]) float32 (re, im last);
     dA (d, N); dD, ddelta_bias (d,) or None; dh0 planar (b, P, N, d)."""
     A_, D_, bias_, hstart, dsum, cfg = saved
@@ -195,7 +209,7 @@ def scan_backward(saved: tuple, u_: Tensor, dl_: Tensor, z_: Tensor | None, B_: 
     kshape = (b, K, P, N, d)
     dout_ = torch.zeros_like(u_) if dout_ is None else dout_
     dlast_ = torch.zeros((b, P, N, d), **f32) if dlast is None else _planes(dlast)
-    sz = z_.stride(1) if z_ is not None else d
+    sz = _row_stride(z_, d)
     dummy = dout_
     grid = (b * (d // BD), K)
     args_in = (u_, dl_, z_ if z_ is not None else dummy, B_, C_, A_,
@@ -216,7 +230,7 @@ def scan_backward(saved: tuple, u_: Tensor, dl_: Tensor, z_: Tensor | None, B_: 
     cw = (2,) if cplx else ()
     scratch = torch.empty((b, nsub, P, N, d), **f32)
     du = torch.empty_like(u_)
-    ddelta = torch.empty_like(dl_)
+    ddelta = torch.empty_like(dl_) if ddelta_ is None else ddelta_
     if z_ is not None and dz_ is None:
         dz_ = torch.empty_like(u_, dtype=z_.dtype)
     nblk = d // BD
