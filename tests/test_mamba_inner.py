@@ -2,7 +2,8 @@
 
 The oracle is the existing reference block, ``Mamba(backend="reference")`` in float64 on the CPU (the
 same module, weights copied). The fused block runs ``Mamba(backend="triton")`` with fp32 weights, under
-bf16/fp16 autocast for the half-precision cases (the training setting). One shape table with readable ids;
+bf16/fp16 autocast for the half-precision cases (the training setting); those are also held to the error of
+the unfused reference path in the same precision (see ``case_errors``). One shape table with readable ids;
 on CPU a subset runs under TRITON_INTERPRET=1 in one subprocess (see kernel_utils); on a GPU all of it.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from kernel_utils import DTYPES, rel_rms, table_tests
+from kernel_utils import DTYPES, TOLERANCES, rel_rms, table_tests
 from seeding import current_seed
 
 
@@ -111,7 +112,35 @@ def case_errors(c: BlockCase, device: str) -> dict[str, float]:
     xr = x.clone().requires_grad_()
     yr = ref(xr)
     yr.backward(g)
-    errs = {"__seed__": seed, "out": rel_rms(yr, y), "d_input": rel_rms(xr.grad, xf.grad)}
+    errs = _errors(ref, xr, yr, m, xf, y)
+    errs["__seed__"] = seed
+    if c.dtype == "fp32":
+        return errs
+    # Half precision: autocast rounds the projections' inputs (x_dbl, delta) on every path, the peer's too, and
+    # in small blocks that rounding is amplified through softplus(delta) into the dt_proj / x_proj gradients
+    # beyond the dtype's tolerance. So a quantity passes within the tolerance, or within 1.5x the error of the
+    # unfused reference path run in the same precision (same weights, same autocast): the fused block may be
+    # no less accurate than the unfused one. Reported: fused error x tol / allowed (<= tol iff it passes).
+    unf = copy.deepcopy(m)
+    unf.backend = "reference"
+    xu = x.float().to(device).requires_grad_()
+    with torch.autocast(torch.device(device).type, dtype=DTYPES[c.dtype]):
+        yu = unf(xu)
+    yu.backward(g.to(device, yu.dtype))
+    e_unf = _errors(ref, xr, yr, unf, xu, yu)
+    tol = TOLERANCES[DTYPES[c.dtype]]
+    out = {"__seed__": seed}
+    for q, e in errs.items():
+        if not q.startswith("__"):
+            allowed = max(tol, 1.5 * e_unf[q])
+            out[q] = e * tol / allowed
+            out[f"__raw_{q}"] = (e, e_unf[q])
+    return out
+
+
+def _errors(ref, xr, yr, m, x, y) -> dict[str, float]:
+    """Relative RMS errors of (y, x.grad, every parameter gradient) of ``m`` against the float64 ``ref``."""
+    errs = {"out": rel_rms(yr, y), "d_input": rel_rms(xr.grad, x.grad)}
     for (name, p), (_, pr) in zip(m.named_parameters(), ref.named_parameters()):
         errs[f"d_{name}"] = rel_rms(pr.grad, p.grad)
     return errs
