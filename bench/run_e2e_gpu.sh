@@ -3,6 +3,8 @@
 # background, the fused block's GPU tests, a profile of one training step, our rows, the peer's rows once it
 # is built, our LM rows again (uncontended by the peer's compilers), and the merged table. Files go to $OUT.
 #   carry: .whl .peer      budget: BUDGET_S seconds in all (default 570)
+# The device tool sends the session's own checkout; from another worktree, copy the tree (git archive HEAD,
+# plus .whl/ and .peer/) into an ignored folder of that checkout, carry that folder and cd into it first.
 set -uo pipefail
 T0=$(date +%s); BUDGET=${BUDGET_S:-570}
 el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
