@@ -123,113 +123,166 @@ def _unplanes(x: Tensor, cplx: bool) -> Tensor:
     return x.transpose(-1, -2).contiguous()
 
 
+def _row_stride(z_: Tensor | None, d: int) -> int:
+    """Elements between consecutive (batch, t) rows of a time-major z (the kernels index row b*L + t).
+    With L = 1 the time stride is meaningless (PyTorch calls any size-1 stride contiguous): the batch
+    stride is the row stride then."""
+    if z_ is None:
+        return d
+    b, L, _ = z_.shape
+    if z_.stride(2) != 1 or (L > 1 and b > 1 and z_.stride(0) != L * z_.stride(1)):
+        raise ValueError(f"z must be time-major with unit channel stride and evenly spaced rows; strides {z_.stride()}")
+    return z_.stride(1) if L > 1 else z_.stride(0)
+
+
+def scan_forward(u_: Tensor, dl_: Tensor, z_: Tensor | None, A: Tensor, B_: Tensor, C_: Tensor,
+                 D: Tensor | None, delta_bias: Tensor | None, h0: Tensor | None, softplus: bool,
+                 chunk_len: int | None = None) -> tuple[Tensor, Tensor, tuple]:
+    """Launch the forward on time-major inputs (no layout work here).
+
+    u_, dl_: (b, L, d) contiguous;  z_: (b, L, d) with unit channel stride, rows ``z_.stride(1)`` apart (the z
+    half of the Mamba block's (b, L, 2d) in_proj output is used in place), or None;  A: (d, N) float32 or
+    complex64;  B_, C_: ``_bc`` layout (b, G, L, N[, 2]) float32;  D, delta_bias: (d,) or None;  h0: (b, d, N)
+    or None. Returns out (b, L, d) in u_'s dtype, the last state (b, d, N) float32 / complex64, and what
+    ``scan_backward`` needs (A_, D_, bias_, hstart, dsum, cfg)."""
+    b, L, d = u_.shape
+    N = A.shape[1]
+    G = B_.shape[1]
+    cplx = A.is_complex()
+    dev = u_.device
+    BN, bd_f, bd_b, BT, Lc, K, wf, wb, bwd_whole = _plan(b, d, L, d // G, N, cplx, dev, chunk_len)
+    A_ = _planes(A)  # kernels compute exp(dt A) as exp2(dt A log2 e): scale Re(A), out of place
+    A_ = A_ * A_.new_tensor([math.log2(math.e), 1.0][: A_.shape[0]]).view(-1, 1, 1)
+    D_ = None if D is None else D.float().contiguous()
+    bias_ = None if delta_bias is None else delta_bias.float().contiguous()
+    P = 2 if cplx else 1
+    f32 = dict(device=dev, dtype=torch.float32)
+    h0_ = _planes(h0) if h0 is not None else torch.zeros((b, P, N, d), **f32)
+    out = torch.empty_like(u_)
+    last = torch.empty((b, P, N, d), **f32)
+    sz = _row_stride(z_, d)
+    flags = dict(HAS_Z=z_ is not None, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
+                 SOFTPLUS=bool(softplus), CPLX=cplx, BN=BN, SCALAR_D=bool(TUNE["scalar_d"]), EVEN_N=N == BN)
+    dummy = out  # stands in for absent optional pointers (never dereferenced)
+    kshape = (b, K, P, N, d)
+    if K > 1:
+        hend = torch.empty(kshape, **f32)
+        dsum = torch.empty((b, K, d), **f32)
+        _scan_fwd_kernel[(b * (d // bd_f), K)](
+            u_, dl_, dummy, B_, C_, A_, dummy, bias_ if bias_ is not None else dummy,
+            dummy, dummy, hend, dsum, dummy, d, L, N, G, d // G, K, Lc, 0, sz,
+            LOCAL=True, BD=bd_f, BT=BT[0], num_warps=wf, **flags)
+        hstart = torch.empty(kshape, **f32)
+        cb = min(64, d & -d)
+        _combine_kernel[(b * (d // cb),)](hend, dsum, A_, h0_, hstart, d, N, K,
+                                          REVERSE=False, CPLX=cplx, BD=cb, BN=BN)
+    else:
+        hstart, dsum = h0_, None
+    _scan_fwd_kernel[(b * (d // bd_f), K)](
+        u_, dl_, z_ if z_ is not None else dummy, B_, C_, A_, D_ if D_ is not None else dummy,
+        bias_ if bias_ is not None else dummy, hstart, out, dummy, dummy, last,
+        d, L, N, G, d // G, K, Lc, 0, sz, LOCAL=False, BD=bd_f, BT=BT[0], num_warps=wf, **flags)
+    if bwd_whole:  # chunk 0 starts from h0: all an unchunked backward needs
+        hstart, dsum, K = hstart[:, :1].contiguous(), None, 1
+        Lc = -(-L // BT[1]) * BT[1]
+    cfg = (b, d, L, N, G, cplx, BN, bd_b, BT, Lc, K, wb, flags)
+    return out, _unplanes(last, cplx), (A_, D_, bias_, hstart, dsum, cfg)
+
+
+def scan_backward(saved: tuple, u_: Tensor, dl_: Tensor, z_: Tensor | None, B_: Tensor, C_: Tensor,
+                  dout_: Tensor | None, dlast: Tensor | None, *, dz_: Tensor | None = None,
+                  yz: Tensor | None = None, ddelta_: Tensor | None = None) -> tuple:
+    """Launch the backward for ``scan_forward``'s ``saved``, on the same time-major inputs.
+
+    dout_: (b, L, d) contiguous or None;  dlast: (b, d, N) or None.  dz_: where dz goes, (b, L, d) with unit
+    channel stride and the same row stride as z_ (default: a new contiguous tensor).  yz: if given, a
+    (b, L, d) contiguous tensor that receives the gated output y * silu(z), recomputed (needs z_).
+    ddelta_: where ddelta goes (default: a new tensor). In place is allowed for both: yz may be dout_ and
+    ddelta_ may be dl_ (each element is read by its one program before that program writes it there).
+    Returns du, ddelta (b, L, d); dz or None; dB, dC summed partials (b, G, L, N[, 2]) float32 (re, im last);
+    dA (d, N); dD, ddelta_bias (d,) or None; dh0 planar (b, P, N, d)."""
+    A_, D_, bias_, hstart, dsum, cfg = saved
+    b, d, L, N, G, cplx, BN, BD, BT, Lc, K, wb, flags = cfg
+    dev = u_.device
+    f32 = dict(device=dev, dtype=torch.float32)
+    P = 2 if cplx else 1
+    kshape = (b, K, P, N, d)
+    dout_ = torch.zeros_like(u_) if dout_ is None else dout_
+    dlast_ = torch.zeros((b, P, N, d), **f32) if dlast is None else _planes(dlast)
+    sz = _row_stride(z_, d)
+    dummy = dout_
+    grid = (b * (d // BD), K)
+    args_in = (u_, dl_, z_ if z_ is not None else dummy, B_, C_, A_,
+               D_ if D_ is not None else dummy, bias_ if bias_ is not None else dummy, dout_)
+    if K > 1:
+        oflow = torch.empty(kshape, **f32)
+        _scan_bwd_kernel[grid](
+            *args_in, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy,
+            dummy, oflow, dummy, dummy, d, L, N, G, d // G, K, Lc, 1, 0, sz,
+            LOCAL=True, STORE_YZ=False, BD=BD, BT=BT[1], num_warps=wb, **flags)
+        gcarry = torch.empty(kshape, **f32)
+        cb = min(64, d & -d)
+        _combine_kernel[(b * (d // cb),)](oflow, dsum, A_, dlast_, gcarry, d, N, K,
+                                          REVERSE=True, CPLX=cplx, BD=cb, BN=BN)
+    else:
+        gcarry = dlast_
+    nsub = -(-L // BT[1])
+    cw = (2,) if cplx else ()
+    scratch = torch.empty((b, nsub, P, N, d), **f32)
+    du = torch.empty_like(u_)
+    ddelta = torch.empty_like(dl_) if ddelta_ is None else ddelta_
+    if z_ is not None and dz_ is None:
+        dz_ = torch.empty_like(u_, dtype=z_.dtype)
+    nblk = d // BD
+    dBp = torch.empty((b, nblk, L, N) + cw, **f32)
+    dCp = torch.empty((b, nblk, L, N) + cw, **f32)
+    dAp = torch.empty(kshape, **f32)
+    dDp = torch.empty((b, K, d), **f32) if D_ is not None else None
+    dbp = torch.empty((b, K, d), **f32) if bias_ is not None else None
+    dh0 = torch.empty((b, P, N, d), **f32)
+    _scan_bwd_kernel[grid](
+        *args_in, hstart, gcarry, scratch, du, ddelta, dz_ if dz_ is not None else dummy, dBp, dCp, dAp,
+        dDp if dDp is not None else dummy, dbp if dbp is not None else dummy, dummy, dh0,
+        yz if yz is not None else dummy, d, L, N, G, d // G, K, Lc, nsub, 0, sz,
+        LOCAL=False, STORE_YZ=yz is not None, BD=BD, BT=BT[1], num_warps=wb, **flags)
+    fold = lambda p: p.view((b, G, nblk // G, L, N) + cw).sum(2)  # noqa: E731
+    dA = _unplanes(dAp.sum((0, 1)), cplx)
+    dD = dDp.sum((0, 1)) if dDp is not None else None
+    dbias = dbp.sum((0, 1)) if dbp is not None else None
+    return du, ddelta, dz_, fold(dBp), fold(dCp), dA, dD, dbias, dh0
+
+
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, h0, softplus, chunk_len):
-        b, d, L = u.shape
-        N = A.shape[1]
-        G = B.shape[1]
-        cplx = A.is_complex()
-        dev = u.device
-        BN, bd_f, bd_b, BT, Lc, K, wf, wb, bwd_whole = _plan(b, d, L, d // G, N, cplx, dev, chunk_len)
         u_, dl_, z_ = _time_major(u), _time_major(delta), _time_major(z)
-        A_ = _planes(A)  # kernels compute exp(dt A) as exp2(dt A log2 e): scale Re(A), out of place
-        A_ = A_ * A_.new_tensor([math.log2(math.e), 1.0][: A_.shape[0]]).view(-1, 1, 1)
         B_, C_ = _bc(B), _bc(C)
-        D_ = None if D is None else D.float().contiguous()
-        bias_ = None if delta_bias is None else delta_bias.float().contiguous()
-        P = 2 if cplx else 1
-        f32 = dict(device=dev, dtype=torch.float32)
-        h0_ = _planes(h0) if h0 is not None else torch.zeros((b, P, N, d), **f32)
-        out = torch.empty_like(u_)
-        last = torch.empty((b, P, N, d), **f32)
-        flags = dict(HAS_Z=z is not None, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
-                     SOFTPLUS=bool(softplus), CPLX=cplx, BN=BN, SCALAR_D=bool(TUNE["scalar_d"]), EVEN_N=N == BN)
-        dummy = out  # stands in for absent optional pointers (never dereferenced)
-        kshape = (b, K, P, N, d)
-        if K > 1:
-            hend = torch.empty(kshape, **f32)
-            dsum = torch.empty((b, K, d), **f32)
-            _scan_fwd_kernel[(b * (d // bd_f), K)](
-                u_, dl_, dummy, B_, C_, A_, dummy, bias_ if bias_ is not None else dummy,
-                dummy, dummy, hend, dsum, dummy, d, L, N, G, d // G, K, Lc, 0,
-                LOCAL=True, BD=bd_f, BT=BT[0], num_warps=wf, **flags)
-            hstart = torch.empty(kshape, **f32)
-            cb = min(64, d & -d)
-            _combine_kernel[(b * (d // cb),)](hend, dsum, A_, h0_, hstart, d, N, K,
-                                              REVERSE=False, CPLX=cplx, BD=cb, BN=BN)
-        else:
-            hstart, dsum = h0_, None
-        _scan_fwd_kernel[(b * (d // bd_f), K)](
-            u_, dl_, z_ if z_ is not None else dummy, B_, C_, A_, D_ if D_ is not None else dummy,
-            bias_ if bias_ is not None else dummy, hstart, out, dummy, dummy, last,
-            d, L, N, G, d // G, K, Lc, 0, LOCAL=False, BD=bd_f, BT=BT[0], num_warps=wf, **flags)
-        if bwd_whole:  # chunk 0 starts from h0: all an unchunked backward needs
-            hstart, dsum, K = hstart[:, :1].contiguous(), None, 1
-            Lc = -(-L // BT[1]) * BT[1]
+        out, last, saved = scan_forward(u_, dl_, z_, A, B_, C_, D, delta_bias, h0, softplus, chunk_len)
+        A_, D_, bias_, hstart, dsum, cfg = saved
         ctx.save_for_backward(u_, dl_, z_, B_, C_, A_, D_, bias_, hstart, dsum)
-        ctx.cfg = (b, d, L, N, G, cplx, BN, bd_b, BT, Lc, K, wb, flags)
+        ctx.cfg = cfg
         ctx.dtypes = (B.dtype, C.dtype, h0 is not None)
         if u.stride(1) != 1 and out.is_cuda:  # the caller's layout is dim-major: give out the same layout
             out = _swap(out)
         else:  # (b, d, L) view of the time-major result
             out = out.transpose(1, 2)
-        return out, _unplanes(last, cplx)
+        return out, last
 
     @staticmethod
     def backward(ctx, dout, dlast):
         u_, dl_, z_, B_, C_, A_, D_, bias_, hstart, dsum = ctx.saved_tensors
-        b, d, L, N, G, cplx, BN, BD, BT, Lc, K, wb, flags = ctx.cfg
-        dev = u_.device
-        f32 = dict(device=dev, dtype=torch.float32)
-        P = 2 if cplx else 1
-        kshape = (b, K, P, N, d)
-        dout = torch.zeros_like(u_) if dout is None else _time_major(dout)
-        dlast_ = torch.zeros((b, P, N, d), **f32) if dlast is None else _planes(dlast)
-        dummy = dout
-        grid = (b * (d // BD), K)
-        args_in = (u_, dl_, z_ if z_ is not None else dummy, B_, C_, A_,
-                   D_ if D_ is not None else dummy, bias_ if bias_ is not None else dummy, dout)
-        if K > 1:
-            oflow = torch.empty(kshape, **f32)
-            _scan_bwd_kernel[grid](
-                *args_in, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy,
-                dummy, oflow, dummy, d, L, N, G, d // G, K, Lc, 1, 0,
-                LOCAL=True, BD=BD, BT=BT[1], num_warps=wb, **flags)
-            gcarry = torch.empty(kshape, **f32)
-            cb = min(64, d & -d)
-            _combine_kernel[(b * (d // cb),)](oflow, dsum, A_, dlast_, gcarry, d, N, K,
-                                              REVERSE=True, CPLX=cplx, BD=cb, BN=BN)
-        else:
-            gcarry = dlast_
-        nsub = -(-L // BT[1])
-        cw = (2,) if cplx else ()
-        scratch = torch.empty((b, nsub, P, N, d), **f32)
-        du = torch.empty_like(u_)
-        ddelta = torch.empty_like(dl_)
-        dz = torch.empty_like(z_) if z_ is not None else None
-        nblk = d // BD
-        dBp = torch.empty((b, nblk, L, N) + cw, **f32)
-        dCp = torch.empty((b, nblk, L, N) + cw, **f32)
-        dAp = torch.empty(kshape, **f32)
-        dDp = torch.empty((b, K, d), **f32) if D_ is not None else None
-        dbp = torch.empty((b, K, d), **f32) if bias_ is not None else None
-        dh0 = torch.empty((b, P, N, d), **f32)
-        _scan_bwd_kernel[grid](
-            *args_in, hstart, gcarry, scratch, du, ddelta, dz if dz is not None else dummy, dBp, dCp, dAp,
-            dDp if dDp is not None else dummy, dbp if dbp is not None else dummy, dummy, dh0,
-            d, L, N, G, d // G, K, Lc, nsub, 0, LOCAL=False, BD=BD, BT=BT[1], num_warps=wb, **flags)
+        cfg = ctx.cfg
+        cplx = cfg[5]
+        du, ddelta, dz, dBs, dCs, dA, dD, dbias, dh0 = scan_backward(
+            (A_, D_, bias_, hstart, dsum, cfg), u_, dl_, z_, B_, C_,
+            None if dout is None else _time_major(dout), dlast)
         bdt, cdt, has_h0 = ctx.dtypes
 
-        def _fold(p: Tensor, dt: torch.dtype) -> Tensor:  # (b, nblk, L, N) partials -> (b, G, N, L)
-            s = p.view((b, G, nblk // G, L, N) + cw).sum(2)
+        def _fold(s: Tensor, dt: torch.dtype) -> Tensor:  # (b, G, L, N[, 2]) -> (b, G, N, L)
             s = torch.view_as_complex(s) if cplx else s.to(dt)
             return s.transpose(-1, -2)
 
-        dB, dC = _fold(dBp, bdt), _fold(dCp, cdt)
-        dA = _unplanes(dAp.sum((0, 1)), cplx)
-        dD = dDp.sum((0, 1)) if dDp is not None else None
-        dbias = dbp.sum((0, 1)) if dbp is not None else None
+        dB, dC = _fold(dBs, bdt), _fold(dCs, cdt)
         dh = _unplanes(dh0, cplx) if has_h0 else None
         tr = lambda x: None if x is None else x.transpose(1, 2)  # noqa: E731  (b, d, L) views
         return tr(du), tr(ddelta), dA, dB, dC, dD, tr(dz), dbias, dh, None, None

@@ -21,11 +21,11 @@ from .selective_scan_triton_kernels import (
 
 
 @triton.jit
-def _gate(dout_ptr, z_ptr, so, m, HAS_Z: tl.constexpr):
-    """(dy, dout, z, sigmoid(z)): dy = dL/d(y + D u) = dout * silu(z)."""
+def _gate(dout_ptr, z_ptr, so, zo, m, HAS_Z: tl.constexpr):
+    """(dy, dout, z, sigmoid(z)): dy = dL/d(y + D u) = dout * silu(z). so / zo: offsets of dout / z."""
     g = tl.load(dout_ptr + so, mask=m, other=0.0).to(tl.float32)
     if HAS_Z:
-        zz = tl.load(z_ptr + so, mask=m, other=0.0).to(tl.float32)
+        zz = tl.load(z_ptr + zo, mask=m, other=0.0).to(tl.float32)
         s = tl.sigmoid(zz)
         return g * zz * s, g, zz, s
     else:
@@ -36,14 +36,16 @@ def _gate(dout_ptr, z_ptr, so, m, HAS_Z: tl.constexpr):
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, z_ptr, b_ptr, c_ptr, A_ptr, D_ptr, bias_ptr, dout_ptr,
     hstart_ptr, gcarry_ptr, scratch_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, oflow_ptr, dh0_ptr,
-    d, L, N, G, dpg, K, Lc, NSUB, xz,
-    LOCAL: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, oflow_ptr, dh0_ptr, yz_ptr,
+    d, L, N, G, dpg, K, Lc, NSUB, xz, sz,
+    LOCAL: tl.constexpr, STORE_YZ: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, CPLX: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, BT: tl.constexpr,
     SCALAR_D: tl.constexpr, EVEN_N: tl.constexpr,
 ):
     """LOCAL: adjoint state leaving each chunk to the left, from a zero gradient at its right end.
-    Else: all gradients of chunk k, given the gradient entering from its right (gcarry)."""
+    Else: all gradients of chunk k, given the gradient entering from its right (gcarry).
+    z and dz rows are ``sz`` elements apart (see the forward). STORE_YZ (needs HAS_Z): also write the gated
+    output y * silu(z) to yz (b, L, d), recomputed here, so a caller need not keep it for its own backward."""
     nblk = d // BD
     pid_b = tl.program_id(0) // nblk
     blk = tl.program_id(0) % nblk
@@ -70,7 +72,8 @@ def _scan_bwd_kernel(
                 bo = (bg * L + t).to(tl.int64) * (N * cw) + n * cw
                 dt, sig, uu, br, bi, cr, ci = _step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, m,
                                                         nmask & ((zn + t) < t_end), bias, HAS_BIAS, SOFTPLUS, CPLX)
-                dy, g, zz, s = _gate(dout_ptr, z_ptr, so, m, HAS_Z)
+                zo = (pid_b * L + t).to(tl.int64) * sz + dch
+                dy, g, zz, s = _gate(dout_ptr, z_ptr, so, zo, m, HAS_Z)
                 a_r, a_i = _decay(dt, ar, ai, CPLX)
                 sdy = (scale * dy)[None, :]
                 if CPLX:
@@ -143,7 +146,8 @@ def _scan_bwd_kernel(
                 a_i = AI[i]
                 pr = PR[i]
                 pi = PI[i]
-                dy, g, zz, s = _gate(dout_ptr, z_ptr, so, m, HAS_Z)
+                zo = (pid_b * L + t).to(tl.int64) * sz + dch
+                dy, g, zz, s = _gate(dout_ptr, z_ptr, so, zo, m, HAS_Z)
                 if HAS_Z:
                     if CPLX:
                         yv = 2.0 * tl.sum(hr * cr[:, None] - hi * ci[:, None], axis=0)
@@ -151,7 +155,9 @@ def _scan_bwd_kernel(
                         yv = tl.sum(hr * cr[:, None], axis=0)
                     yv += Dv * uu
                     dzv = g * yv * s * (1.0 + zz * (1.0 - s))
-                    tl.store(dz_ptr + so, dzv.to(dz_ptr.dtype.element_ty), mask=m)
+                    tl.store(dz_ptr + zo, dzv.to(dz_ptr.dtype.element_ty), mask=m)
+                    if STORE_YZ:
+                        tl.store(yz_ptr + so, (yv * zz * s).to(yz_ptr.dtype.element_ty), mask=m)
                 if HAS_D:
                     dD += dy * uu
                 sdy = (scale * dy)[None, :]

@@ -173,12 +173,13 @@ def _prologue(A_ptr, pid_b, blk, d, N, G, dpg, xz, BD: tl.constexpr, BN: tl.cons
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, z_ptr, b_ptr, c_ptr, A_ptr, D_ptr, bias_ptr,
     hstart_ptr, out_ptr, hend_ptr, dsum_ptr, last_ptr,
-    d, L, N, G, dpg, K, Lc, xz,
+    d, L, N, G, dpg, K, Lc, xz, sz,
     LOCAL: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, CPLX: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, BT: tl.constexpr,
     SCALAR_D: tl.constexpr, EVEN_N: tl.constexpr,
 ):
-    """LOCAL: chunk end state from h=0 and sum(dt) -> hend, dsum.  Else: out + last state from hstart."""
+    """LOCAL: chunk end state from h=0 and sum(dt) -> hend, dsum.  Else: out + last state from hstart.
+    z rows are ``sz`` elements apart (d for a (b, L, d) tensor; 2d for the z half of the block's xz)."""
     nblk = d // BD
     pid_b = tl.program_id(0) // nblk
     blk = tl.program_id(0) % nblk
@@ -217,7 +218,8 @@ def _scan_fwd_kernel(
                 if HAS_D:
                     y += Dv * uu
                 if HAS_Z:
-                    zz = tl.load(z_ptr + so, mask=m, other=0.0).to(tl.float32)
+                    zo = (pid_b * L + t).to(tl.int64) * sz + dch
+                    zz = tl.load(z_ptr + zo, mask=m, other=0.0).to(tl.float32)
                     y = y * zz * tl.sigmoid(zz)
                 tl.store(out_ptr + so, y.to(out_ptr.dtype.element_ty), mask=m)
     if LOCAL:

@@ -68,6 +68,7 @@ ALL_CASES = TABLE + [LONG]
 # The CPU subset (interpreter): L=1, odd L, multi-chunk real + complex, groups, each dtype, no options.
 INTERP_IDS = [
     "B1-D2-L1-N1-g1-real-bf16",
+    "B2-D4-L1-N16-g2-cplx-fp32",  # L = 1 with batch > 1: the row stride of z is the batch stride
     "B2-D4-L19-N4-g2-real-fp32-chunk8",
     "B2-D4-L19-N4-g2-cplx-fp32-chunk8",
     "B1-D4-L13-N16-g1-real-fp16-plain",

@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mambaseq.kernels import causal_conv1d, causal_conv1d_update, selective_scan, ssm_step
+from mambaseq.kernels import (causal_conv1d, causal_conv1d_update, mamba_inner, resolve_backend, selective_scan,
+                              ssm_step)
 
 
 @dataclass
@@ -33,6 +34,9 @@ class Mamba(nn.Module):
     """Drop-in for mamba-ssm's ``Mamba``: maps (batch, length, d_model) -> (batch, length, d_model).
 
     Keyword-only extras: ``complex`` (complex-valued SSM) and ``backend`` (auto | triton | reference).
+    Where the backend resolves to Triton (CUDA tensors, or ``backend="triton"`` under TRITON_INTERPRET=1), a
+    forward without a cache runs the fused block (``mamba_inner``); with a cache (chunked prefill) it runs
+    the separate conv and scan kernels, which carry state in and out.
     """
 
     def __init__(
@@ -145,6 +149,8 @@ class Mamba(nn.Module):
         if cache is not None and cache.conv_state.shape[0] != b:
             raise ValueError(f"cache was allocated for batch size {cache.conv_state.shape[0]}, "
                              f"but the input has batch size {b}")
+        if cache is None and resolve_backend("mamba_inner", self.backend, hidden_states) == "triton":
+            return self._forward_fused(hidden_states)
         if hidden_states.is_cuda:
             xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2*d_inner, L)
             x, z = xz.chunk(2, dim=1)
@@ -180,6 +186,15 @@ class Mamba(nn.Module):
             y, last = y
             cache.ssm_state.copy_(last)
         return self.out_proj(y.transpose(1, 2))
+
+    def _forward_fused(self, hidden_states: Tensor) -> Tensor:
+        """The Triton path without a cache: in_proj, then the whole rest of the block as one fused op that
+        keeps the (b, L, channels) layout and recomputes conv output, delta and the gated output in its
+        backward (``mambaseq.kernels.mamba_inner``)."""
+        xz = self.in_proj(hidden_states)  # (b, L, 2*d_inner); bf16 under autocast, the projections' dtype
+        return mamba_inner(xz, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.x_proj.weight,
+                           self.dt_proj.weight, self.dt_proj.bias, self.A(), self.D, self.out_proj.weight,
+                           self.out_proj.bias, backend=self.backend)
 
     # ------------------------------------------------------------------ recurrent
     def step(self, hidden_states: Tensor, cache: MambaCache) -> Tensor:
