@@ -250,14 +250,31 @@ class MambaLMHeadModel(nn.Module, PretrainedMixin, GenerationMixin):
 
 
 class PooledBatchNorm(nn.BatchNorm1d):
-    """BatchNorm1d over pooled features (batch, d) that also trains on a micro-batch of one window (long
-    contexts): such a batch is standardised by the running statistics and does not update them."""
+    """BatchNorm1d over pooled features (batch, d) that also trains on micro-batches of one to three windows
+    (long contexts).
+
+    With batch statistics, a batch of two maps every feature to exactly -1 or +1 (and one of one is
+    undefined), so a model trained that way sees features unlike the running statistics it is evaluated
+    with (measured: 2^16-base windows in batches of two, train loss 1.1, test accuracy 0.35 against 0.65 at
+    2^14). Batches smaller than ``min_batch_stats`` (4) are therefore standardised by the running
+    statistics, which they still update (mean from one window, variance from two or more)."""
+
+    min_batch_stats = 4
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and x.shape[0] == 1:
-            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                            False, 0.0, self.eps)
-        return super().forward(x)
+        n = x.shape[0]
+        if not self.training or n >= self.min_batch_stats:
+            return super().forward(x)
+        if self.track_running_stats:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                xd = x.detach().to(self.running_mean.dtype)
+                self.running_mean.lerp_(xd.mean(0), m)
+                if n > 1:
+                    self.running_var.lerp_(xd.var(0, unbiased=True), m)
+                self.num_batches_tracked += 1
+        return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                        False, 0.0, self.eps)
 
 
 class KmerProfileHead(nn.Module):

@@ -235,3 +235,23 @@ def test_kmer_size_is_validated():
     lm = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=10, kmer_size=3))
     with pytest.raises(NotImplementedError, match="kmer_size"):
         lm.step(torch.zeros(1, dtype=torch.long), lm.allocate_inference_cache(1))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 8])
+def test_pooled_batch_norm_small_batches_use_running_statistics(request, n):
+    from mambaseq.model import PooledBatchNorm
+
+    g = torch.Generator().manual_seed(seed_for(request))
+    bn = PooledBatchNorm(5)
+    x = torch.randn(n, 5, generator=g) * 3 + 1
+    y = bn.train()(x)
+    if n >= PooledBatchNorm.min_batch_stats:  # batch statistics, as BatchNorm1d
+        assert torch.allclose(y.mean(0), torch.zeros(5), atol=1e-5)
+    else:  # running statistics, updated first: the training output is what evaluation gives
+        assert torch.allclose(y, bn.eval()(x), atol=1e-6)
+        assert torch.allclose(bn.running_mean, 0.1 * x.mean(0), atol=1e-6)
+        want_var = torch.ones(5) if n == 1 else 0.9 + 0.1 * x.var(0, unbiased=True)
+        assert torch.allclose(bn.running_var, want_var, atol=1e-5)
+    if n == 2:  # what batch statistics would have done: every feature exactly -1 or +1
+        plain = torch.nn.BatchNorm1d(5, eps=1e-9).train()(x)
+        assert torch.allclose(plain.abs(), torch.ones(n, 5), atol=1e-4)
