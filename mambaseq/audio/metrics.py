@@ -14,7 +14,6 @@ way are the ceiling.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from safetensors.torch import save_model
 from torch import Tensor
 from tqdm import tqdm
 
-from ..fileio import load_weights, read_json, write_json
+from ..fileio import atomic_path, load_weights, read_json, write_json
 from .features import LogMel
 
 EPS = 1e-12
@@ -125,11 +124,8 @@ class DigitClassifier(nn.Module):
 
     def save(self, directory: str | os.PathLike, **meta) -> Path:
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-        os.close(fd)
-        save_model(self, tmp)
-        os.replace(tmp, d / "classifier.safetensors")
+        with atomic_path(d / "classifier.safetensors") as tmp:
+            save_model(self, str(tmp))
         write_json({**meta, **self.config}, d / "classifier.json", indent=1)
         return d
 
