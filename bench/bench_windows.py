@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mambaseq.data import Interval, RandomWindows, TokenStore
-from mambaseq.data_prep.store import StoreWriter
+from mambaseq.data import Interval, RandomWindows, StoreWriter, TokenStore
 
 
 def build_store(path: Path, n_seq: int = 4, length: int = 16 << 20) -> TokenStore:

@@ -160,7 +160,7 @@ def test_random_train_configs_name_the_field(request):
 
 @pytest.mark.parametrize("module,keys", [
     (pretrain, ["data.seq_len", "data.region_size", "train.batch_size", "train.lr", "generate.top_p",
-                "eval.batch_tokens", "data.seq_lens", "tokens_per_step"]),
+                "eval.batch_tokens", "data.seq_lens", "data.tokens_per_step"]),
     (apes, ["data.seq_len", "data.seq_lens", "train.max_steps", "data.rc_augment"]),
     (audio, ["generate.n_samples", "generate.temperature", "train.batch_size", "classifier.lr"]),
 ], ids=["pretrain", "apes", "audio"])
@@ -170,7 +170,7 @@ def test_bad_pipeline_settings_named_at_load(request, module, keys):
     for key in keys:
         for _ in range(10):
             bad = ["-5", "0", "abc", "2.5", "null", "[]", "[1,-1]", "true"][int(rng.integers(8))]
-            if bad == "null" and key in ("data.seq_lens", "tokens_per_step"):
+            if bad == "null" and key in ("data.seq_lens", "data.tokens_per_step"):
                 continue  # null is valid there
             if bad == "2.5" and key in ("train.lr", "generate.temperature", "classifier.lr"):
                 continue
