@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mambaseq.data import RandomWindows, TokenStore, decode, split_intervals
+from mambaseq.data import RandomWindows, decode, split_intervals
 from mambaseq.data_prep import apes as apes_data
 from mambaseq.data_prep.maf import prepare_maf, species_of
 from mambaseq.data_prep.simulate import SimParams, export_fasta, pairwise_divergence, simulate_apes

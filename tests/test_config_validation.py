@@ -2,7 +2,6 @@
 supported widths), unknown config.json keys, TrainConfig and pipeline settings, token ids outside the
 vocabulary, and the CLI's one-line configuration errors."""
 
-import argparse
 import json
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """Region strings SEQ:START-END are 1-based and inclusive at both ends, as samtools faidx / UCSC (issue 14,
 kind 4): both ends of a sequence, out-of-range positions, random regions against plain slicing."""
 
-import numpy as np
 import pytest
 
 from mambaseq.data import decode, format_region, parse_region

@@ -154,7 +154,7 @@ def _augment(spec: Tensor, g: torch.Generator) -> Tensor:
     return spec.masked_fill(tmask | fmask, 0.0)
 
 
-def train_classifier(x_train: Tensor, y_train: Tensor, x_valid: Tensor | None = None, y_valid: Tensor | None = None,
+def train_classifier(x_train: Tensor, y_train: Tensor, x_val: Tensor | None = None, y_val: Tensor | None = None,
                      epochs: int = 15, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
                      progress: bool = True) -> DigitClassifier:
     """Train on waveforms (n, T) float / labels (n,) int; returns the model in eval mode."""
@@ -180,8 +180,8 @@ def train_classifier(x_train: Tensor, y_train: Tensor, x_valid: Tensor | None = 
             sched.step()
             bar.update(1)
             bar.set_postfix(epoch=ep, loss=f"{loss.item():.3f}")
-        if x_valid is not None and progress:
-            bar.set_postfix(epoch=ep, valid_acc=f"{accuracy(model, x_valid, y_valid):.3f}")
+        if x_val is not None and progress:
+            bar.set_postfix(epoch=ep, val_acc=f"{accuracy(model, x_val, y_val):.3f}")
     bar.close()
     return model.eval()
 
