@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from mambaseq import runs
-from mambaseq.audio import CLIP_LEN, SAMPLE_RATE, SPLITS, Digits, decode, fix_length, load_audio, save_wav, silence_token
-from mambaseq.audio import spread, with_start
+from mambaseq.audio import (CLIP_LEN, SAMPLE_RATE, SPLITS, Digits, decode, fix_length, load_audio, save_wav,
+                            silence_token, spread, with_start)
 from mambaseq.audio.features import save_mel_grid
 from mambaseq.audio.metrics import DigitClassifier, accuracy, sample_metrics, train_classifier
 from mambaseq.data_prep import sc09

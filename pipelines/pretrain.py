@@ -29,7 +29,7 @@ import torch
 
 from mambaseq import runs
 from mambaseq.data import (VOCAB, ShardedLMBatches, TiledWindows, TokenStore, decode, describe, format_region,
-                           genome_splits, parse_region)
+                           genome_splits, parse_region, sharded_eval_batches)
 from mambaseq.data.kmers import compare_to_real
 from mambaseq.data_prep.pretrain import prepare_genome
 from mambaseq.fileio import write_json
@@ -102,16 +102,6 @@ def _splits(cfg: Config, store: TokenStore):
     return genome_splits(store, int(d["region_size"]), tuple(d["fractions"]), int(d["seed"]), int(d["min_gap"]))
 
 
-def _eval_windows(store: TokenStore, intervals, seq_len: int, tokens: int, batch_tokens: int, seed: int,
-                  rank: int = 0, world: int = 1):
-    """This rank's share of an evenly spread, seeded set of ~``tokens`` held-out windows, in batches."""
-    tw = TiledWindows(store, intervals, seq_len + 1, max_per_label=max(1, tokens // seq_len), seed=seed)
-    mine = list(range(rank, len(tw), world))
-    b = max(1, batch_tokens // seq_len)
-    for s in range(0, len(mine), b):
-        yield torch.stack([tw[i][0] for i in mine[s: s + b]])
-
-
 def _bits(cfg: Config, model: torch.nn.Module, windows, device: torch.device, precision: str, seq_len: int
           ) -> dict[str, Any]:
     """Bits per base over every rank's windows: next-token (objective clm) or of the masked bases (mlm),
@@ -149,8 +139,8 @@ def train(cfg: Config, size: str, seq_len: int, resume: bool = False, store: Tok
     ev = cfg["eval"]
 
     def eval_fn(model: torch.nn.Module, step: int) -> dict[str, float]:
-        wins = _eval_windows(store, splits["val"], seq_len, int(ev["val_tokens"]), int(ev["batch_tokens"]), seed,
-                             rank, world)
+        wins = sharded_eval_batches(store, splits["val"], seq_len, int(ev["val_tokens"]), int(ev["batch_tokens"]),
+                                    seed, rank, world)
         return {"bits_per_base": _bits(cfg, model, wins, device, tcfg.precision, seq_len)["bits_per_base"]}
 
     torch.manual_seed(seed)  # identical initial weights on every rank
@@ -181,8 +171,8 @@ def evaluate(cfg: Config, size: str, seq_len: int, store: TokenStore | None = No
     model = runs.load_model(ckpt).to(device)
     ev, seed = cfg["eval"], int(cfg["seed"])
     t0 = time.perf_counter()
-    wins = _eval_windows(store, _splits(cfg, store)[split], seq_len, int(ev["test_tokens"]), int(ev["batch_tokens"]),
-                         seed, rank, world)
+    wins = sharded_eval_batches(store, _splits(cfg, store)[split], seq_len, int(ev["test_tokens"]),
+                                int(ev["batch_tokens"]), seed, rank, world)
     r = _bits(cfg, model, wins, device, tcfg.precision, seq_len)
     dt = time.perf_counter() - t0
     rows = position_buckets(r["bits_sum"], r["count"])

@@ -17,7 +17,7 @@ from .dna import (
     reverse_complement,
     rc_augment,
 )
-from .genome import ShardedLMBatches, acgt_runs, genome_splits
+from .genome import ShardedLMBatches, acgt_runs, genome_splits, sharded_eval_batches
 from .store import StoreWriter, TokenStore, describe, fingerprint, store_is_current
 from .windows import (SPLITS, Interval, RandomWindows, TiledWindows, format_region, parse_region, read_bed,
                       read_split_bed, split_intervals, write_bed)
@@ -27,5 +27,5 @@ __all__ = [
     "reverse_complement", "rc_augment", "TokenStore", "StoreWriter", "describe", "fingerprint",
     "store_is_current", "SPLITS", "Interval", "RandomWindows", "TiledWindows", "read_bed", "read_split_bed",
     "write_bed", "split_intervals", "parse_region", "format_region", "ShardedLMBatches", "acgt_runs",
-    "genome_splits",
+    "genome_splits", "sharded_eval_batches",
 ]

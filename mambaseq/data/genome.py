@@ -3,19 +3,20 @@
 Splits cut every sequence into ``region_size`` blocks, give each block to train/val/test (seeded, every
 split non-empty) and keep only the assembly-gap-free parts (no N run of ``min_gap`` bases or more), so
 windows never contain gaps and no validation/test base is ever trained on. ``ShardedLMBatches`` draws the
-training windows: the global batch is a pure function of (seed, step), and each rank takes its rows.
+training windows: the global batch is a pure function of (seed, step), and each rank takes its rows;
+``sharded_eval_batches`` gives each rank its share of the held-out windows.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .dna import N_ID, reverse_complement
 from .store import TokenStore
-from .windows import SPLITS, Interval, RandomWindows
+from .windows import SPLITS, Interval, RandomWindows, TiledWindows
 
 
 def acgt_runs(tokens: np.ndarray, min_gap: int = 1) -> np.ndarray:
@@ -99,3 +100,15 @@ class ShardedLMBatches:
             flip = np.random.default_rng([self.seed, step, 1]).random(local_batch * self.world_size)[lo:hi] < 0.5
             out[flip] = reverse_complement(out[flip])
         return torch.from_numpy(out).long()
+
+
+def sharded_eval_batches(store: TokenStore, intervals: Sequence[Interval], seq_len: int, tokens: int,
+                         batch_tokens: int, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[torch.Tensor]:
+    """This rank's share of an evenly spread, seeded set of ~``tokens`` held-out windows of ``seq_len + 1``
+    tokens, in batches (b, seq_len + 1) of ~``batch_tokens``; the ranks' shares are disjoint and together
+    the set one process evaluates."""
+    tw = TiledWindows(store, intervals, seq_len + 1, max_per_label=max(1, tokens // seq_len), seed=seed)
+    mine = list(range(rank, len(tw), world_size))
+    b = max(1, batch_tokens // seq_len)
+    for s in range(0, len(mine), b):
+        yield torch.stack([tw[i][0] for i in mine[s: s + b]])
