@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from mambaseq.config import MambaConfig
-from mambaseq.masked_lm import MambaForMaskedLM
 from mambaseq.fileio import read_json
+from mambaseq.masked_lm import MambaForMaskedLM
 from mambaseq.model import CONFIG_NAME, MambaForSequenceClassification, MambaLMHeadModel, load_pretrained
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
 from mambaseq.settings import check_settings, compose
@@ -121,6 +121,9 @@ def n_params(model: nn.Module) -> int:
 
 
 # --- models -----------------------------------------------------------------------------------------------
+# The one place where a config group becomes a model and a checkpoint folder a model; built on today's
+# public constructors (MambaConfig, the heads, SaShiMiConfig/SaShiMiLM, load_pretrained) so that the
+# library's architecture registry replaces this section in one spot.
 HEADS: dict[str, type[nn.Module]] = {"lm": MambaLMHeadModel, "mlm": MambaForMaskedLM,
                                      "classifier": MambaForSequenceClassification}
 PRETRAINED_LMS = ("MambaLMHeadModel", "MambaForMaskedLM")  # checkpoints a classifier can start from
