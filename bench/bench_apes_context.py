@@ -74,11 +74,9 @@ def sweep(lengths: list[int], overrides: list[str], parallel: int, work: Path) -
 
 
 def plot(rows: list[dict], control: dict | None, path: Path) -> None:
-    import matplotlib
+    from mambaseq.reports import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     xs = [r["seq_len"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.errorbar(xs, [r["accuracy"] for r in rows], yerr=[[r["accuracy"] - r["ci_low"] for r in rows],
@@ -97,8 +95,7 @@ def plot(rows: list[dict], control: dict | None, path: Path) -> None:
     ax.legend(fontsize=7)
     ax.set_title("great apes, SIMULATED genomes (mambaseq simulator)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peer_cpu import load_selective_scan_ref  # noqa: E402
 
 from mambaseq import MambaConfig, MambaLMHeadModel  # noqa: E402
+from mambaseq.fileio import write_json  # noqa: E402
 from mambaseq.kernels import selective_scan  # noqa: E402
 
 
@@ -119,14 +119,6 @@ def bench_lm(batch: int, L: int, steps: int, d_model: int, n_layer: int) -> dict
     return res
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    """Atomically (temporary file, then rename): never a half-written result."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small shapes (smoke run)")
@@ -142,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         lm = lm_full() | {"time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         doc = json.loads(path.read_text()) if path.exists() else {}
         doc.setdefault("lm_train_runs", []).append(lm)
-        _write_json(path, doc)
+        write_json(doc, path)
         print(f"appended to {path}")
         return 0
 
@@ -171,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "scan": rows, "lm_train": lm, "long": long,
            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    _write_json(path, out)
+    write_json(out, path)
     print(f"wrote {path}")
     return 0
 

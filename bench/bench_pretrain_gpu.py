@@ -47,16 +47,13 @@ SCALING_TINY = ["model=debug", "data.seq_len=128", "train.batch_size=8", "train.
 
 def save_result(obj: Any, name: str) -> list[Path]:
     """Write ``obj`` as JSON to bench/results/<name> (atomically) and to $OUT/<name> when $OUT is set."""
-    text = json.dumps(obj, indent=2, default=float) + "\n"
+    from mambaseq.fileio import write_json  # here: the parent process imports no torch
+
     dests = [RESULTS / name] + ([Path(os.environ["OUT"]) / name] if os.environ.get("OUT") else [])
     written = []
     for path in dests:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            tmp.write_text(text)
-            tmp.replace(path)
-            written.append(path)
+            written.append(write_json(obj, path))
         except OSError as e:  # a read-only checkout must not lose the $OUT copy
             print(f"could not write {path}: {e}", file=sys.stderr)
     return written

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from mambaseq.fileio import write_json
+
 SCAN_SHAPES = [  # (batch, dim, L, complex)
     (8, 4096, 2048, False), (2, 4096, 8192, False), (1, 1024, 131072, False), (1, 256, 1048576, False),
     (8, 4096, 2048, True), (1, 256, 1048576, True),
@@ -285,10 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "time_utc": stamp,
            "copy_bytes_per_s": bw, "sfu_ops_per_s": sfu, "peer": bool(scan_peer), "scan": rows,
            "step": steps, "sweep": sweeps, "table": lines}
-    path = out_dir / f"scan_{stamp}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)  # never a half-written result
+    path = write_json(doc, out_dir / f"scan_{stamp}.json", indent=1)  # atomic: never a half-written result
     print(f"wrote {path}")
     return 0
 

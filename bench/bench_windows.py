@@ -9,7 +9,6 @@ bench/results/windows.json (median / p90 ms per batch, GB/s of int64 output).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -18,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mambaseq.data import Interval, RandomWindows, TokenStore
-from mambaseq.data_prep.store import StoreWriter
+from mambaseq.data import Interval, RandomWindows, StoreWriter, TokenStore
+from mambaseq.fileio import write_json
 
 
 def build_store(path: Path, n_seq: int = 4, length: int = 16 << 20) -> TokenStore:
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batch of {args.batch} x {args.length:,} bases -> {tuple(x.shape)} {x.dtype}: median {res['median_ms']:.1f} ms, "
           f"p90 {res['p90_ms']:.1f} ms, first {res['first_batch_ms']:.1f} ms (target < 100 ms)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    write_json(res, args.out)
     return 0
 
 

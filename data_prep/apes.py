@@ -10,37 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from mambaseq.data.store import TokenStore
+from mambaseq.data.store import TokenStore, describe
 
 from .fasta import prepare_fasta
 from .maf import prepare_maf
 from .simulate import SYNTHETIC_NOTE, SimParams, prepare_simulated
+from .sources import DEBIAN_MAF, find_debian_maf, resolve_source
 
-# the real human/chimp/gorilla/orangutan chr22 alignment (Ensembl Compara EPO) in `maffilter-examples`
-DEBIAN_MAF = Path("/usr/share/doc/maffilter/examples/Gorilla/"
-                  "Compara.epo_5_catarrhini_hsap-projected.chr22.subset.nogap.cleaned_aln.maf.gz")
 SOURCES = ("auto", "fasta", "maf", "simulated")
-
-
-def find_debian_maf() -> Path | None:
-    """The Debian chr22 MAF when `apt-get install maffilter-examples` has put it in place."""
-    return DEBIAN_MAF if DEBIAN_MAF.is_file() else None
-
-
-def resolve_source(source: str, fasta: Mapping | None = None, maf: str | Path | None = None) -> str:
-    """'auto' -> 'fasta' (if files given), else 'maf' (if a MAF file is given), else 'simulated'.
-
-    Debian's chr22 alignment is never chosen automatically: it is human-projected and one-to-one, so the
-    species cannot be told apart from it (a negative control, ``source=maf``; issue 10)."""
-    if source not in SOURCES:
-        raise ValueError(f"apes data source must be one of {SOURCES}, got {source!r}")
-    if source != "auto":
-        return source
-    if fasta and any(fasta.values()):
-        return "fasta"
-    if maf:
-        return "maf"
-    return "simulated"
 
 
 def prepare_apes(
@@ -69,7 +46,7 @@ def prepare_apes(
         region_size: alignment columns (MAF, default 500 kb) or ancestral bases (simulator, default 200 kb)
             per split region.
     """
-    kind = resolve_source(source, fasta, maf)
+    kind = resolve_source(source, SOURCES, fasta, maf)
     out_dir = Path(out_root) / f"apes_{kind}"
     if kind == "fasta":
         if not fasta or any(not v for v in fasta.values()):
@@ -98,13 +75,3 @@ def prepare_apes(
         print(f"great-apes data: {describe(store)}")
     return store
 
-
-def describe(store: TokenStore) -> str:
-    """One line saying what the data are (synthetic data say so)."""
-    src = store.source
-    what = {"maf": f"REAL alignment {Path(src.get('file', '?')).name}",
-            "fasta": "REAL per-species FASTA genomes",
-            "simulated": SYNTHETIC_NOTE}.get(src.get("kind"), src.get("kind", "?"))
-    if store.synthetic and "SYNTHETIC" not in what and "SIMULATED" not in what:
-        what = f"SYNTHETIC {what}"
-    return f"{what}; {len(store.label_names)} species {store.label_names}; {int(store.lengths.sum()):,} bases"

@@ -20,9 +20,8 @@ from typing import Iterator, Mapping, Sequence
 from tqdm import tqdm
 
 from mambaseq.data.dna import encode, soft_mask_runs
-from mambaseq.data.store import TokenStore
+from mambaseq.data.store import StoreWriter, TokenStore, fingerprint, store_is_current
 
-from .store import StoreWriter, fingerprint, store_is_current
 
 
 def open_text(path: str | Path) -> io.TextIOBase:

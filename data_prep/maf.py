@@ -24,10 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from mambaseq.data.dna import encode, soft_mask_runs
-from mambaseq.data.store import TokenStore
+from mambaseq.data.store import StoreWriter, TokenStore, fingerprint, store_is_current
 
 from .fasta import open_text
-from .store import StoreWriter, fingerprint, store_is_current
 
 # MAF source-name prefixes (Ensembl Compara codes and UCSC assembly names) -> common names
 SPECIES_NAMES = {

@@ -1,11 +1,9 @@
 """SC09 spoken digits: the real Speech Commands layout, or a default synthetic set made with espeak-ng + sox.
 
-Output (one directory, built in a temp dir then renamed, so it is either complete or absent):
-    manifest.json                  synthetic flag, source, build parameters, speakers per split, counts
-    {train,valid,test}_audio.npy   int16 (n, 16000): 1 s at 16 kHz, mono
-    {train,valid,test}_labels.npy  int64 (n,): digit 0..9
-    clips.csv                      split, label, speaker, and for synthetic clips speed/pitch/gain
-Re-running with the same parameters is a no-op (the manifest's `params` match).
+Output: one folder in the layout ``mambaseq.audio.digits`` reads (``{train,val,test}_audio.npy`` int16
+(n, 16000), ``*_labels.npy``, ``manifest.json``, ``clips.csv``), built in a temporary folder and renamed
+(``mambaseq.fileio.atomic_dir``), so it is either complete or absent. Re-running with the same parameters
+is a no-op (the manifest's `params` match).
 
 Synthetic set: every espeak-ng voice variant (timbre, e.g. m3, f2, klatt4: ~100) speaks each digit with a few
 English accents (en-us, en-gb-scotland, ...) at random speed, pitch, loudness and onset. The split is by
@@ -22,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,12 +27,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mambaseq.audio.digits import CLIP_LEN, DIGITS, SPLITS
 from mambaseq.audio.io import SAMPLE_RATE, AudioError, fix_length, load_audio
+from mambaseq.fileio import atomic_dir
 
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-SPLITS = ("train", "valid", "test")
+LAYOUT = 2  # 2: split "val" (was "valid"); part of the parameters, so an older set is rebuilt
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
-CLIP_LEN = SAMPLE_RATE  # 1 s
 APT_HINT = "install them with: sudo apt-get install -y espeak-ng sox"
 
 
@@ -47,38 +44,26 @@ class SynthParams:
     takes: int = 1  # renditions of each digit per (voice, accent)
     speed_wpm: tuple[int, int] = (120, 230)
     pitch: tuple[int, int] = (15, 85)
-    valid_frac: float = 0.1
+    val_frac: float = 0.1
     test_frac: float = 0.15
     seed: int = 0
     max_voices: int = 0  # 0 = all variants; small values make quick test sets
 
 
-def _params_hash(d: dict) -> str:
+def params_hash(d: dict) -> str:
+    """Short identity of a set's build parameters (the manifest's ``params_hash``)."""
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _already_built(out: Path, params: dict) -> bool:
     m = out / "manifest.json"
-    return m.is_file() and json.loads(m.read_text()).get("params_hash") == _params_hash(params)
+    return m.is_file() and json.loads(m.read_text()).get("params_hash") == params_hash(params)
 
 
 def _write_atomic(out: Path, build) -> Path:
-    """Run build(tmp_dir) then swap the finished directory into place (never half-written)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
-    try:
+    """Run build(tmp_dir) then swap the finished folder into place (never half-written)."""
+    with atomic_dir(out, prefix=f".{out.name}.building-") as tmp:
         build(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the finished set is an ordinary directory
-        if out.exists():  # parameters changed: replace the old set
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 
@@ -141,10 +126,15 @@ def _make_clip(job: dict) -> tuple[np.ndarray, int, dict]:
     return clip, job["label"], meta
 
 
+def synthetic_params(params: SynthParams) -> dict:
+    """The manifest's ``params`` of a synthetic set built with ``params``."""
+    return {"kind": "synthetic-espeak", "layout": LAYOUT, **asdict(params)}
+
+
 def build_synthetic(out_dir: str | os.PathLike, params: SynthParams = SynthParams(), workers: int = 4) -> Path:
     """Build (or reuse) the synthetic spoken-digit set in `out_dir`; returns its path."""
     out = Path(out_dir)
-    pdict = {"kind": "synthetic-espeak", **asdict(params)}
+    pdict = synthetic_params(params)
     if _already_built(out, pdict):  # a prebuilt set (e.g. carried to a GPU machine) needs no espeak-ng/sox
         return out
     for tool in ("espeak-ng", "sox"):
@@ -157,8 +147,8 @@ def build_synthetic(out_dir: str | os.PathLike, params: SynthParams = SynthParam
     if params.max_voices:
         variants = variants[: params.max_voices]
     n_test = max(1, round(params.test_frac * len(variants)))
-    n_valid = max(1, round(params.valid_frac * len(variants)))
-    split_of = {v: ("test" if i < n_test else "valid" if i < n_test + n_valid else "train")
+    n_val = max(1, round(params.val_frac * len(variants)))
+    split_of = {v: ("test" if i < n_test else "val" if i < n_test + n_val else "train")
                 for i, v in enumerate(variants)}
     jobs = []
     for v in variants:
@@ -182,7 +172,7 @@ def build_synthetic(out_dir: str | os.PathLike, params: SynthParams = SynthParam
             "source": "espeak-ng " + subprocess.run(["espeak-ng", "--version"], capture_output=True,
                                                      text=True).stdout.strip(),
             "sample_rate": SAMPLE_RATE, "clip_samples": CLIP_LEN, "digits": list(DIGITS),
-            "params": pdict, "params_hash": _params_hash(pdict),
+            "params": pdict, "params_hash": params_hash(pdict),
             "splits": {s: {"speakers": sorted(v for v in variants if split_of[v] == s)} for s in SPLITS},
         }
         _save_splits(tmp, clips, manifest)
@@ -200,7 +190,7 @@ def build_speech_commands(src_dir: str | os.PathLike, out_dir: str | os.PathLike
     """
     src, out = Path(src_dir), Path(out_dir)
     missing = [d for d in DIGITS if not (src / d).is_dir()]
-    lists = {"valid": src / "validation_list.txt", "test": src / "testing_list.txt"}
+    lists = {"val": src / "validation_list.txt", "test": src / "testing_list.txt"}
     if missing or not all(p.is_file() for p in lists.values()):
         raise ValueError(f"{src}: not a Speech Commands folder: expected digit folders zero/ ... nine/ and "
                          f"validation_list.txt, testing_list.txt (missing: "
@@ -209,11 +199,12 @@ def build_speech_commands(src_dir: str | os.PathLike, out_dir: str | os.PathLike
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     files = sorted(str(p.relative_to(src)) for d in DIGITS for p in (src / d).glob("*.wav"))
     stat = [f"{f}:{(src / f).stat().st_size}" for f in files]
-    pdict = {"kind": "speech-commands", "source": str(src.resolve()), "files": _params_hash({"f": stat}), "on_error": on_error}
+    pdict = {"kind": "speech-commands", "layout": LAYOUT, "source": str(src.resolve()),
+             "files": params_hash({"f": stat}), "on_error": on_error}
     if _already_built(out, pdict):
         return out
     in_list = {s: set(p.read_text().split()) for s, p in lists.items()}
-    split_of = {f: "test" if f in in_list["test"] else "valid" if f in in_list["valid"] else "train" for f in files}
+    split_of = {f: "test" if f in in_list["test"] else "val" if f in in_list["val"] else "train" for f in files}
 
     def build(tmp: Path) -> None:
         clips: dict[str, list] = {s: [] for s in SPLITS}
@@ -232,7 +223,7 @@ def build_speech_commands(src_dir: str | os.PathLike, out_dir: str | os.PathLike
                                        {"speaker": spk, "file": f}))
         manifest = {"synthetic": False, "note": "Speech Commands digits (SC09), official validation/testing lists",
                     "source": str(src.resolve()), "sample_rate": SAMPLE_RATE, "clip_samples": CLIP_LEN,
-                    "digits": list(DIGITS), "params": pdict, "params_hash": _params_hash(pdict),
+                    "digits": list(DIGITS), "params": pdict, "params_hash": params_hash(pdict),
                     "skipped": skipped, "splits": {s: {"speakers": sorted(speakers[s])} for s in SPLITS}}
         _save_splits(tmp, clips, manifest)
 

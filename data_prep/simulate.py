@@ -45,10 +45,10 @@ from typing import Sequence
 import numpy as np
 
 from mambaseq.data.dna import N_ID, encode
-from mambaseq.data.store import TokenStore
+from mambaseq.data.store import StoreWriter, TokenStore, fingerprint, store_is_current
 
 from .maf import APE_ORDER, assign_splits
-from .store import StoreWriter, fingerprint, store_is_current
+from .sources import VT_CHR20
 
 # node -> (parent, branch length in substitutions per site), parents listed before children
 APE_TREE: dict[str, tuple[str, float]] = {
@@ -74,7 +74,6 @@ TE_RATES: dict[str, dict[str, float]] = {
     "bonobo": {"alu": 1.2, "l1": 0.5, "sat": 0.3},
 }
 SYNTHETIC_NOTE = "SIMULATED great-ape genomes from mambaseq's simulator (not real DNA)"
-VT_CHR20 = Path("/usr/share/doc/vt/examples/ref/20.fa.gz")  # Debian vt-examples: human chr20 (GRCh37)
 
 
 @dataclass(frozen=True)

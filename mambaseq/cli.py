@@ -1,7 +1,7 @@
 """Command line: ``mambaseq <command> ...`` (same as ``python -m mambaseq``).
 
-Each pipeline lives in its own module exposing ``add_parser(subparsers)`` and ``run(args) -> int``; this
-file only wires them.
+Each pipeline lives in its own module with a ``COMMAND`` (``mambaseq.runs.Command``); this file only wires
+them (``mambaseq.runs.PIPELINES``).
 """
 
 from __future__ import annotations
@@ -12,14 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from mambaseq.runs import PIPELINES, load_pipeline
 from mambaseq.settings import ConfigError
-
-# command -> module with add_parser/run
-PIPELINES = {
-    "apes": "mambaseq.pipelines.apes",
-    "audio": "mambaseq.pipelines.audio",
-    "pretrain": "mambaseq.pipelines.pretrain",
-}
 
 BENCHES = {
     "cpu": "bench_cpu.py",
@@ -71,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("which", choices=sorted(BENCHES))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark")
     p.set_defaults(func=_run_bench)
-    for name, module in PIPELINES.items():
+    for name in PIPELINES:
         try:
-            mod = importlib.import_module(module)
+            mod = load_pipeline(name)
         except ModuleNotFoundError as e:  # e.g. soundfile on a bare GPU image: the other commands still work
             if (e.name or "").startswith("mambaseq"):
                 raise  # our own module missing is a bug, not an optional dependency
@@ -81,8 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("rest", nargs=argparse.REMAINDER)
             p.set_defaults(func=_missing(name, e.name))
             continue
-        mod.add_parser(sub)
-        sub.choices[name].set_defaults(func=mod.run)
+        mod.COMMAND.add_to(sub)
     return ap
 
 

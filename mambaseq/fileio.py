@@ -1,15 +1,25 @@
 """Files written atomically (a temporary file in the same folder, then a rename, so a reader never sees a
 half-written result: an interrupted run leaves the previous file or none), and files read back with errors
 that name the file: a damaged JSON or safetensors file raises `CorruptFileError` with its path, and
-`load_weights` validates every tensor before it copies any into a model."""
+`load_weights` validates every tensor before it copies any into a model.
+
+Every write of the project that must not be seen half-done goes through ``atomic_path`` (one file, any
+writer: ``np.save``, ``savefig``, ``soundfile``, safetensors) or ``atomic_dir`` (a whole folder: token
+stores, the digit set, training checkpoints)::
+
+    with atomic_path("runs/x/plot.png") as tmp:   # tmp keeps the suffix, so writers pick the format
+        fig.savefig(tmp)
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
     import torch
@@ -20,19 +30,57 @@ class CorruptFileError(ValueError):
     starts with its path."""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` (parents created) via a temporary file and ``os.replace``."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file path beside ``path`` (parents created; same suffix, so writers that go by the
+    extension pick the right format). When the block ends normally the file is renamed onto ``path``
+    (``os.replace``: readers see the old file or the new one); on an exception it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, prefix: str | None = None) -> Iterator[Path]:
+    """A fresh temporary folder beside ``path``; when the block ends normally it takes the place of
+    ``path`` (an old ``path`` is renamed aside first and deleted after, so ``path`` is never half-written);
+    on an exception it is deleted and ``path`` is left as it was. ``prefix`` names the temporary folders
+    (default ``.<name>.tmp-``; a caller that sweeps up after killed runs globs for it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = prefix or f".{path.name}.tmp-"
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is an ordinary folder
+        if not path.exists():
+            os.rename(tmp, path)
+            return
+        trash = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{prefix}old-"))
+        os.rename(path, trash / path.name)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            os.rename(trash / path.name, path)  # put the old one back
+            raise
+        finally:
+            shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, newline: str | None = None) -> Path:
+    """Write ``text`` to ``path`` (parents created) via ``atomic_path``."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline=newline) as f:
+        f.write(text)
+    return Path(path)
 
 
 def write_json(obj: Any, path: str | os.PathLike, indent: int = 2) -> Path:

@@ -13,7 +13,6 @@ digit classifier (mambaseq.audio.metrics). Every output of the default data says
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -24,27 +23,25 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mambaseq.audio import SAMPLE_RATE, decode, encode, fix_length, load_audio, save_wav, silence_token
+from mambaseq import runs
+from mambaseq.audio import (CLIP_LEN, SAMPLE_RATE, SPLITS, Digits, decode, fix_length, load_audio, save_wav,
+                            silence_token, spread, with_start)
 from mambaseq.audio.features import save_mel_grid
 from mambaseq.audio.metrics import DigitClassifier, accuracy, sample_metrics, train_classifier
-from mambaseq.config import MambaConfig
 from mambaseq.data_prep import sc09
 from mambaseq.fileio import write_json
 from mambaseq.generation import sample
-from mambaseq.model import MambaLMHeadModel, load_pretrained
-from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
-from mambaseq.settings import check_settings, compose
-from mambaseq.training import TrainConfig, latest_checkpoint, lm_loss, resolve_device
+from mambaseq.training import lm_loss, resolve_device
 from mambaseq.training import train as train_loop
+from mambaseq.training.evaluation import eval_loop, next_token_bits
 
-Config = dict[str, Any]
-ACTIONS = ("prepare", "train", "generate", "evaluate", "run", "show-config")
+Config = runs.Config
 LN2 = math.log(2)
 
 
 # --- configuration and data -------------------------------------------------------------------------
 SETTINGS = {
-    "seed": "int>=0", "threads": "int>=0", "classifier.epochs": "int>=1", "classifier.batch_size": "int>=1",
+    "threads": "int>=0", "classifier.epochs": "int>=1", "classifier.batch_size": "int>=1",
     "classifier.lr": "float>0", "eval.val_clips": "int>=1", "eval.nll_clips": "int>=1", "eval.batch_size": "int>=1",
     "generate.n_samples": "int>=1", "generate.batch_size": "int>=1", "generate.seconds": "float>0",
     "generate.temperature": "float>0", "generate.top_k": "int>=0", "generate.top_p": "prob",
@@ -53,14 +50,12 @@ SETTINGS = {
 
 
 def load_config(overrides: Sequence[str] = (), config_name: str = "audio") -> Config:
-    """Compose ``configs/<config_name>.yaml`` with Hydra overrides -> plain nested dict, with every setting
-    checked by name (ConfigError) before anything runs."""
-    out = compose(config_name, overrides)
-    check_settings(out, SETTINGS)  # ConfigError naming the key, before anything runs
-    TrainConfig.from_dict({k: v for k, v in out["train"].items() if k != "seed"})
-    if out.get("threads"):
-        torch.set_num_threads(int(out["threads"]))
-    return out  # type: ignore[return-value]
+    """``configs/<config_name>.yaml`` with Hydra overrides, every setting checked by name (ConfigError)
+    before anything runs; ``threads`` > 0 sets torch's CPU threads."""
+    cfg = runs.load_config(config_name, overrides, SETTINGS)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    return cfg
 
 
 def prepare(cfg: Config) -> Path:
@@ -71,82 +66,31 @@ def prepare(cfg: Config) -> Path:
     return sc09.prepare(d["dir"], d.get("sc09_dir"), params)
 
 
-class Digits:
-    """The prepared splits in memory: waveforms float32 (n, 16000), labels (n,), tokens uint8 (n, 16000)."""
-
-    def __init__(self, data_dir: str | Path, quantization: str) -> None:
-        self.dir = Path(data_dir)
-        self.manifest = json.loads((self.dir / "manifest.json").read_text())
-        self.synthetic = bool(self.manifest["synthetic"])
-        self.quantization = quantization
-        self.wave, self.labels, self.tokens = {}, {}, {}
-        for s in sc09.SPLITS:
-            pcm = np.load(self.dir / f"{s}_audio.npy", mmap_mode="r")
-            self.wave[s] = torch.from_numpy(np.asarray(pcm, dtype=np.float32) / 32768.0)
-            self.labels[s] = torch.from_numpy(np.load(self.dir / f"{s}_labels.npy"))
-            self.tokens[s] = torch.from_numpy(encode(self.wave[s].numpy(), quantization).astype(np.uint8))
-
-    @property
-    def label(self) -> str:
-        return "SYNTHETIC espeak-ng digits" if self.synthetic else "Speech Commands digits (SC09)"
-
-    def train_prior(self) -> np.ndarray:
-        return np.bincount(self.labels["train"].numpy(), minlength=10) / len(self.labels["train"])
-
-
-def spread(n_total: int, k: int) -> torch.Tensor:
-    """k indices evenly spread over range(n_total): clips are stored grouped by speaker, so a prefix of a
-    split would be one or two voices."""
-    return torch.from_numpy(np.unique(np.linspace(0, n_total - 1, min(k, n_total)).round().astype(np.int64)))
-
-
-def with_start(tokens: torch.Tensor, start: int) -> torch.Tensor:
-    """(n, T) tokens -> (n, T + 1) int64 with the start (silence) token first, so every sample is predicted."""
-    return torch.cat([torch.full((tokens.shape[0], 1), start, dtype=torch.long), tokens.long()], 1)
-
-
 # --- model -------------------------------------------------------------------------------------------
 def build_model(cfg: Config) -> torch.nn.Module:
-    m = dict(cfg["audio_model"])
-    backbone = m.pop("backbone")
-    if backbone == "sashimi":
-        return SaShiMiLM(SaShiMiConfig(vocab_size=256, **m))
-    if backbone == "mamba":
-        return MambaLMHeadModel(MambaConfig(vocab_size=256, **m))
-    raise ValueError(f"audio_model.backbone must be 'sashimi' or 'mamba', got {backbone!r}")
-
-
-def load_model(directory: str | Path) -> torch.nn.Module:
-    """Any audio checkpoint directory (SaShiMiLM or a mambaseq LM) by the architecture in its config.json."""
-    arch = json.loads((Path(directory) / "config.json").read_text()).get("architecture")
-    return SaShiMiLM.from_pretrained(directory) if arch == "SaShiMiLM" else load_pretrained(directory)
+    """The LM of ``cfg["audio_model"]``: a SaShiMi or a flat Mamba backbone over 256 sample values."""
+    return runs.build_model(cfg["audio_model"], "lm", vocab_size=256)
 
 
 def run_dir(cfg: Config, data: Digits) -> Path:
-    return Path(cfg["out_dir"]) / f"{'synthetic' if data.synthetic else 'sc09'}_{cfg['audio_model']['backbone']}"
+    return runs.run_dir(cfg, "synthetic" if data.synthetic else "sc09", cfg["audio_model"]["backbone"])
 
 
-@torch.no_grad()
 def nll_bits(model: torch.nn.Module, tokens: torch.Tensor, start: int, batch_size: int,
              device: torch.device) -> float:
     """Mean NLL in bits per sample of full clips (n, T) (every sample predicted, from the start token)."""
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(tokens), batch_size):
-        x = with_start(tokens[i : i + batch_size], start).to(device)
-        logp = model(x[:, :-1]).float().log_softmax(-1)
-        total += -logp.gather(-1, x[:, 1:, None]).sum().item()
-        count += x[:, 1:].numel()
-    return total / count / LN2
+    clips = (with_start(tokens[i : i + batch_size], start) for i in range(0, len(tokens), batch_size))
+    s = eval_loop(model, clips, next_token_bits, device, precision="fp32")
+    return float(s["bits_sum"].sum() / s["count"].sum())
 
 
 # --- steps -------------------------------------------------------------------------------------------
 def train(cfg: Config, data: Digits, resume: bool = False) -> Path:
     """Train the LM on random crops of [start token] + clip; returns the run directory."""
-    tc = TrainConfig.from_dict({**cfg["train"], "seed": cfg["seed"]})
+    tc = runs.train_config(cfg, int(cfg["data"]["seq_len"]))
     out, start = run_dir(cfg, data), silence_token(data.quantization)
     train_tokens, n, T = data.tokens["train"], len(data.tokens["train"]), data.tokens["train"].shape[1]
-    val = data.tokens["valid"][spread(len(data.tokens["valid"]), cfg["eval"]["val_clips"])]
+    val = data.tokens["val"][spread(len(data.tokens["val"]), cfg["eval"]["val_clips"])]
 
     def batch_fn(step: int, seq_len: int, batch_size: int) -> torch.Tensor:
         # a pure function of the step, so resuming replays the same batches
@@ -164,7 +108,7 @@ def train(cfg: Config, data: Digits, resume: bool = False) -> Path:
         return {"loss": bits * LN2, "bits_per_sample": bits}
 
     model = build_model(cfg)
-    n_params, t_start = sum(p.numel() for p in model.parameters()), time.perf_counter()
+    n_params, t_start = runs.n_params(model), time.perf_counter()
     print(f"[audio] {data.label}: training {type(model).__name__} ({n_params / 1e6:.2f}M params) on "
           f"{n} clips, {tc.batch_size} x {min(tc.seq_len, T)} samples per step -> {out}")
     res = train_loop(model, lm_loss, batch_fn, tc, out, eval_fn=eval_fn, resume=resume,
@@ -187,10 +131,8 @@ def train(cfg: Config, data: Digits, resume: bool = False) -> Path:
 
 def trained_model(cfg: Config, data: Digits) -> tuple[torch.nn.Module, Path]:
     out = run_dir(cfg, data)
-    ckpt = latest_checkpoint(out)
-    if ckpt is None:
-        raise FileNotFoundError(f"{out}: no checkpoint; run `mambaseq audio train` first")
-    return load_model(ckpt).to(resolve_device(cfg["train"]["device"])), out
+    ckpt = runs.require_checkpoint(out, "audio")
+    return runs.load_model(ckpt).to(resolve_device(cfg["train"]["device"])), out
 
 
 @contextlib.contextmanager
@@ -258,10 +200,10 @@ def get_classifier(cfg: Config, data: Digits) -> tuple[DigitClassifier, float]:
         clf = DigitClassifier.load(cdir)
         return clf, json.loads((cdir / "classifier.json").read_text())["test_accuracy"]
     c = cfg["classifier"]
-    clf = train_classifier(data.wave["train"], data.labels["train"], data.wave["valid"], data.labels["valid"],
+    clf = train_classifier(data.wave["train"], data.labels["train"], data.wave["val"], data.labels["val"],
                            epochs=c["epochs"], batch_size=c["batch_size"], lr=c["lr"], seed=cfg["seed"])
     acc = accuracy(clf, data.wave["test"], data.labels["test"])
-    clf.save(cdir, test_accuracy=acc, valid_accuracy=accuracy(clf, data.wave["valid"], data.labels["valid"]),
+    clf.save(cdir, test_accuracy=acc, val_accuracy=accuracy(clf, data.wave["val"], data.labels["val"]),
              data=data.label, synthetic_data=data.synthetic)
     return clf, acc
 
@@ -275,9 +217,9 @@ def evaluate(cfg: Config, data: Digits) -> dict[str, Any]:
     files = sorted(sdir.glob("gen_*.wav"))
     if not files:
         raise FileNotFoundError(f"{sdir}: no generated samples; run `mambaseq audio generate` first")
-    gen = torch.from_numpy(np.stack([fix_length(load_audio(f), sc09.CLIP_LEN) for f in files]))
-    test, valid, prior = data.wave["test"], data.wave["valid"], data.train_prior()
-    pick = torch.from_numpy(np.random.default_rng(cfg["seed"]).permutation(len(valid))[: len(gen)])
+    gen = torch.from_numpy(np.stack([fix_length(load_audio(f), CLIP_LEN) for f in files]))
+    test, val, prior = data.wave["test"], data.wave["val"], data.train_prior()
+    pick = torch.from_numpy(np.random.default_rng(cfg["seed"]).permutation(len(val))[: len(gen)])
     test_nll = nll_bits(model, data.tokens["test"][spread(len(test), cfg["eval"]["nll_clips"])],
                         silence_token(data.quantization),
                         cfg["eval"]["batch_size"], device)
@@ -286,8 +228,8 @@ def evaluate(cfg: Config, data: Digits) -> dict[str, Any]:
         "test_nll_bits_per_sample": test_nll, "test_nll_clips": min(cfg["eval"]["nll_clips"], len(test)),
         "classifier_test_accuracy": acc,
         "generated": sample_metrics(clf, gen, test, prior),
-        "real_valid_same_n": sample_metrics(clf, valid[pick], test, prior),
-        "real_valid_all": sample_metrics(clf, valid, test, prior),
+        "real_val_same_n": sample_metrics(clf, val[pick], test, prior),
+        "real_val_all": sample_metrics(clf, val, test, prior),
         "reference": f"FID against the {len(test)} real test clips",
     }
     write_json(res, out / "metrics.json", indent=1)
@@ -295,7 +237,7 @@ def evaluate(cfg: Config, data: Digits) -> dict[str, Any]:
     print(f"  test NLL {test_nll:.3f} bits/sample ({res['test_nll_clips']} clips); "
           f"digit classifier test accuracy {acc:.3f} (chance 0.100)")
     print(f"  {'':28s} {'n':>5s} {'IS':>7s} {'mIS':>9s} {'AM':>7s} {'FID':>9s}")
-    for name in ("generated", "real_valid_same_n", "real_valid_all"):
+    for name in ("generated", "real_val_same_n", "real_val_all"):
         r = res[name]
         print(f"  {name:28s} {r['n']:5d} {r['IS']:7.3f} {r['mIS']:9.3f} {r['AM']:7.3f} {r['FID']:9.3f}")
     print("  (IS, mIS higher is better, at most 10 for IS; AM, FID lower is better)")
@@ -306,7 +248,7 @@ def run_all(cfg: Config, resume: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = Digits(prepare(cfg), cfg["data"]["quantization"])
     print(f"[audio] data: {data.label} at {data.dir} "
-          + ", ".join(f"{s} {len(data.labels[s])}" for s in sc09.SPLITS))
+          + ", ".join(f"{s} {len(data.labels[s])}" for s in SPLITS))
     get_classifier(cfg, data)
     train(cfg, data, resume=resume)
     generate(cfg, data)
@@ -316,46 +258,22 @@ def run_all(cfg: Config, resume: bool = False) -> dict[str, Any]:
 
 
 # --- CLI -----------------------------------------------------------------------------------------------
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """``mambaseq audio {prepare,train,generate,evaluate,run,show-config} [hydra overrides ...]``."""
-    p = subparsers.add_parser("audio", help="spoken-digit waveform generation (prepare/train/generate/evaluate/run)",
-                              description=__doc__.split("\n\n")[0])
-    _add_args(p)
+def _prepare(cfg: Config, args) -> None:
+    print(f"[audio] prepared {prepare(cfg)}")
 
 
-def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=ACTIONS)
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. audio_model=mamba train.max_steps=50")
-    p.add_argument("--config-name", default="audio", help="primary config in mambaseq.configs")
-    p.add_argument("--resume", action="store_true", help="continue training from the run's latest checkpoint")
+def _digits(cfg: Config) -> Digits:
+    return Digits(prepare(cfg), cfg["data"]["quantization"])
 
 
-def run(args: argparse.Namespace) -> int:
-    """CLI entry (``mambaseq audio ...``)."""
-    cfg = load_config(args.overrides, args.config_name)
-    if args.action == "show-config":
-        import yaml
-
-        print(yaml.safe_dump(cfg, sort_keys=False))
-        return 0
-    if args.action == "run":
-        run_all(cfg, resume=args.resume)
-        return 0
-    path = prepare(cfg)
-    if args.action == "prepare":
-        print(f"[audio] prepared {path}")
-        return 0
-    data = Digits(path, cfg["data"]["quantization"])
-    {"train": lambda: train(cfg, data, resume=args.resume), "generate": lambda: generate(cfg, data),
-     "evaluate": lambda: evaluate(cfg, data)}[args.action]()
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mambaseq.pipelines.audio", description=__doc__.split("\n\n")[0])
-    _add_args(p)
-    return run(p.parse_args(argv))
-
+COMMAND = runs.Command("audio", "spoken-digit waveform generation", __doc__, load_config, {
+    "prepare": _prepare,
+    "train": lambda cfg, args: train(cfg, _digits(cfg), resume=args.resume),
+    "generate": lambda cfg, args: generate(cfg, _digits(cfg)),
+    "evaluate": lambda cfg, args: evaluate(cfg, _digits(cfg)),
+    "run": lambda cfg, args: run_all(cfg, resume=args.resume),
+}, example="audio_model=mamba train.max_steps=50")
+main = COMMAND.main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -7,6 +7,9 @@
     torchrun --nproc_per_node=2 -m mambaseq.pipelines.pretrain train  # data parallel (DDP), same results
     python -m mambaseq.pipelines.pretrain ...                          # the same without the console script
 
+``finetune`` trains the great-apes classifier from the pretrained LM and from scratch (same data, steps and
+seed) and compares them; ``finetune.enabled=true`` makes it part of ``run``.
+
 The model sees ``seq_len`` bases and predicts the next one at every position; bits per base are measured
 on held-out regions, overall and by how much context the prediction had (loss_vs_position.csv/.png).
 ``objective=mlm`` trains a masked LM instead (BERT masking, for bidirectional / RC-equivariant DNA models):
@@ -16,9 +19,7 @@ on held-out regions, overall and by how much context the prediction had (loss_vs
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,29 +27,29 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mambaseq.config import MambaConfig
-from mambaseq.data import VOCAB, TiledWindows, TokenStore, decode, format_region, parse_region
+from mambaseq import runs
+from mambaseq.data import (VOCAB, ShardedLMBatches, TiledWindows, TokenStore, decode, describe, format_region,
+                           genome_splits, parse_region, sharded_eval_batches)
+from mambaseq.data.kmers import compare_to_real
+from mambaseq.data_prep.pretrain import prepare_genome
 from mambaseq.fileio import write_json
 from mambaseq.generation import sample, sequence_loglik
-from mambaseq.masked_lm import MambaForMaskedLM
-from mambaseq.model import MambaLMHeadModel, load_pretrained
-from mambaseq.settings import ConfigError, check_settings, compose
-from mambaseq.training import MaskedBatches, TrainConfig, latest_checkpoint, lm_loss, mlm_loss, resolve_device
+from mambaseq.model import MambaLMHeadModel
+from mambaseq.reports import plot_curves, write_fasta, write_position_curve
+from mambaseq.settings import ConfigError
+from mambaseq.training import MaskedBatches, latest_checkpoint, lm_loss, mlm_loss, resolve_device
 from mambaseq.training import train as train_loop
+from mambaseq.training.distributed import dist_info, global_mean_loss, rank_zero_first, session
+from mambaseq.training.evaluation import (bits_per_token, eval_loop, masked_batches, masked_bits, next_token_bits,
+                                          position_buckets, reduce_sums)
 
-from .pretrain_data import ShardedLMBatches, describe, genome_splits, prepare_genome
-from .pretrain_report import (compare_to_real, eval_bits, is_mlm, plot_curves, position_buckets, reduce_eval,
-                              write_fasta, write_position_curve)
-
-Config = dict[str, Any]
+Config = runs.Config
 
 
-# --- configuration and distributed set-up ---------------------------------------------------------------
+# --- configuration ---------------------------------------------------------------------------------------
 SETTINGS = {
-    "seed": "int>=0", "tokens_per_step": "int>=1|null",
-    "data.seq_len": "int>=1", "data.seq_lens": "[int>=1]|null", "data.region_size": "int>=2",
-    "data.fractions": "[float>=0]", "data.min_gap": "int>=1", "data.seed": "int>=0", "data.sim_length": "int>=1",
-    "data.rc_augment": "bool",
+    "data.seq_lens": "[int>=1]|null", "data.region_size": "int>=2", "data.fractions": "[float>=0]",
+    "data.min_gap": "int>=1", "data.seed": "int>=0", "data.sim_length": "int>=1", "data.rc_augment": "bool",
     "eval.val_tokens": "int>=1", "eval.test_tokens": "int>=1", "eval.batch_tokens": "int>=1",
     "generate.enabled": "bool", "generate.n_samples": "int>=1", "generate.prompt_len": "int>=1",
     "generate.n_new": "int>=1", "generate.temperature": "float>0", "generate.top_k": "int>=0",
@@ -57,17 +58,9 @@ SETTINGS = {
 
 
 def load_config(overrides: Sequence[str] = (), config_name: str = "pretrain") -> Config:
-    """Compose ``configs/pretrain.yaml`` (or ``config_name``) with Hydra overrides -> nested dict, checked
-    by ``check_config`` (ConfigError naming the key) before anything runs."""
-    cfg = compose(config_name, overrides)
-    check_config(cfg)
-    return cfg
-
-
-def check_config(cfg: Config) -> None:
-    """Every setting the pipeline uses, by dotted key (``mambaseq.settings``), plus the train group as a
-    TrainConfig, and that a context fits in a split block; ConfigError names the first bad key."""
-    check_settings(cfg, SETTINGS)
+    """``configs/<config_name>.yaml`` with Hydra overrides, every setting checked by name (ConfigError)
+    before anything runs, and that a context fits in a split block."""
+    cfg = runs.load_config(config_name, overrides, SETTINGS)
     d = cfg["data"]
     if len(d["fractions"]) != 3 or not math.isclose(sum(d["fractions"]), 1.0, abs_tol=1e-6):
         raise ConfigError(f"data.fractions={d['fractions']!r}: must be three train/val/test fractions summing to 1")
@@ -75,25 +68,17 @@ def check_config(cfg: Config) -> None:
         if L + 1 > int(d["region_size"]):
             raise ConfigError(f"data.seq_len={L}: a window of seq_len + 1 bases must fit in data.region_size="
                               f"{d['region_size']}")
-    TrainConfig.from_dict({k: v for k, v in cfg["train"].items() if k not in ("seq_len", "seed")})
+    return cfg
 
 
-def dist_info() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank); initialises torch.distributed under torchrun (WORLD_SIZE > 1):
-    NCCL with one GPU per process on CUDA, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    dist = torch.distributed
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size(), local
+def is_mlm(cfg: Config) -> bool:
+    """The run's ``objective``: clm (next-token LM, False) | mlm (masked LM, True); ValueError otherwise."""
+    if cfg.get("objective", "clm") not in ("clm", "mlm"):
+        raise ValueError(f"objective must be clm (next-token) or mlm (masked LM), got {cfg['objective']!r}")
+    return cfg.get("objective") == "mlm"
 
 
-def runs(cfg: Config) -> list[tuple[str, int]]:
+def sweep(cfg: Config) -> list[tuple[str, int]]:
     """(model size, context length) of every run: sweep.sizes x data.seq_lens (or the single values)."""
     sizes = cfg.get("sweep", {}).get("sizes") or [cfg["model"]["size"]]
     lens = cfg["data"].get("seq_lens") or [cfg["data"]["seq_len"]]
@@ -102,69 +87,39 @@ def runs(cfg: Config) -> list[tuple[str, int]]:
 
 def run_dir(cfg: Config, store: TokenStore, size: str, seq_len: int) -> Path:
     mlm = "_mlm" if is_mlm(cfg) else ""  # a masked LM never resumes from (or overwrites) a causal run
-    return Path(cfg["out_dir"]) / f"{store.source.get('kind', 'data')}_{size}_L{seq_len}{mlm}"
+    return runs.run_dir(cfg, store.source.get("kind", "data"), size, f"L{seq_len}{mlm}")
 
 
-def build_model(cfg: Config, size: str | None = None) -> MambaLMHeadModel | MambaForMaskedLM:
-    m = {k: v for k, v in cfg["model"].items() if k not in ("size", "pooling")}
-    cls = MambaForMaskedLM if is_mlm(cfg) else MambaLMHeadModel
-    return cls(MambaConfig.from_name(size or cfg["model"]["size"], vocab_size=len(VOCAB), **m))
+def build_model(cfg: Config, size: str | None = None) -> torch.nn.Module:
+    """The causal (or, objective=mlm, masked) LM of ``cfg["model"]``, at named ``size`` if given."""
+    spec = {**cfg["model"], "size": size or cfg["model"]["size"]}
+    return runs.build_model(spec, "mlm" if is_mlm(cfg) else "lm", vocab_size=len(VOCAB))
 
 
+# --- data and measurements ---------------------------------------------------------------------------------
 def _splits(cfg: Config, store: TokenStore):
     d = cfg["data"]
     return genome_splits(store, int(d["region_size"]), tuple(d["fractions"]), int(d["seed"]), int(d["min_gap"]))
 
 
-def _train_config(cfg: Config, seq_len: int, world: int, local_rank: int) -> TrainConfig:
-    t = dict(cfg["train"])
-    if cfg.get("tokens_per_step"):  # recipes: the same tokens per step at every context length
-        t["batch_size"] = max(1, int(cfg["tokens_per_step"]) // seq_len)
-    if int(t["batch_size"]) % world:
-        raise ValueError(f"train.batch_size={t['batch_size']} (the global batch) must be divisible by the "
-                         f"number of processes ({world})")
-    t.update(seq_len=seq_len, seed=int(cfg["seed"]), batch_size=int(t["batch_size"]) // world)
-    if world > 1 and torch.cuda.is_available() and t.get("device", "auto") == "auto":
-        t["device"] = f"cuda:{local_rank}"
-    return TrainConfig.from_dict(t)
-
-
-def _eval_windows(store: TokenStore, intervals, seq_len: int, tokens: int, batch_tokens: int, seed: int,
-                  rank: int = 0, world: int = 1):
-    """This rank's share of an evenly spread, seeded set of ~``tokens`` held-out windows, in batches."""
-    tw = TiledWindows(store, intervals, seq_len + 1, max_per_label=max(1, tokens // seq_len), seed=seed)
-    mine = list(range(rank, len(tw), world))
-    b = max(1, batch_tokens // seq_len)
-    for s in range(0, len(mine), b):
-        yield torch.stack([tw[i][0] for i in mine[s: s + b]])
-
-
-def ddp_lm_loss(world: int, base=lm_loss):
-    """``base`` (lm_loss or mlm_loss) whose logged value (loss, acc, bits) is the mean over all ranks, i.e.
-    over the global batch; gradients stay local (DDP averages them), so training is unchanged and logs match
-    1 process."""
-    if world == 1:
-        return base
-
-    def loss_fn(model: torch.nn.Module, batch: torch.Tensor):
-        loss, m = base(model, batch)
-        t = torch.stack([loss.detach().float(), torch.tensor(m["acc"], device=loss.device)])
-        torch.distributed.all_reduce(t)
-        t /= world
-        return loss + (t[0] - loss.detach()), {"acc": float(t[1]), "bits_per_token": float(t[0]) / math.log(2),
-                                               "tokens": m["tokens"] * world}
-    return loss_fn
+def _bits(cfg: Config, model: torch.nn.Module, windows, device: torch.device, precision: str, seq_len: int
+          ) -> dict[str, Any]:
+    """Bits per base over every rank's windows: next-token (objective clm) or of the masked bases (mlm),
+    overall and per position (``mambaseq.training.evaluation``)."""
+    if is_mlm(cfg):
+        batches = masked_batches(windows, seq_len, int(cfg["seed"]), float(cfg["mlm_probability"]))
+        stats = eval_loop(model, batches, masked_bits, device, precision)
+    else:
+        stats = eval_loop(model, windows, next_token_bits, device, precision)
+    return bits_per_token(reduce_sums(stats))
 
 
 # --- steps -------------------------------------------------------------------------------------------------
 def prepare(cfg: Config) -> TokenStore:
-    """Prepare (or reuse) the genome store of ``data.source``; prints what data it is."""
-    rank, world, _ = dist_info()
-    if world > 1 and rank > 0:  # rank 0 writes the store first; the others then find it current
-        torch.distributed.barrier()
-    store = prepare_genome(cfg["data"], progress=rank == 0)
-    if world > 1 and rank == 0:
-        torch.distributed.barrier()
+    """Prepare (or reuse) the genome store of ``data.source`` (rank 0 first); prints what data it is."""
+    rank = dist_info()[0]
+    with rank_zero_first():
+        store = prepare_genome(cfg["data"], progress=rank == 0)
     if rank == 0:
         print(f"pretraining data: {describe(store)}")
     return store
@@ -175,7 +130,7 @@ def train(cfg: Config, size: str, seq_len: int, resume: bool = False, store: Tok
     store = store or prepare(cfg)
     rank, world, local = dist_info()
     splits = _splits(cfg, store)
-    tcfg = _train_config(cfg, seq_len, world, local)
+    tcfg = runs.train_config(cfg, seq_len, world, local)
     seed = int(cfg["seed"])
     batch_fn = ShardedLMBatches(store, splits["train"], seed, rank, world, bool(cfg["data"]["rc_augment"]))
     if is_mlm(cfg):
@@ -184,24 +139,22 @@ def train(cfg: Config, size: str, seq_len: int, resume: bool = False, store: Tok
     ev = cfg["eval"]
 
     def eval_fn(model: torch.nn.Module, step: int) -> dict[str, float]:
-        wins = _eval_windows(store, splits["val"], seq_len, int(ev["val_tokens"]), int(ev["batch_tokens"]), seed,
-                             rank, world)
-        r = reduce_eval(eval_bits(cfg, model, wins, device, tcfg.precision, seq_len))
-        return {"bits_per_base": r["bits_per_base"]}
+        wins = sharded_eval_batches(store, splits["val"], seq_len, int(ev["val_tokens"]), int(ev["batch_tokens"]),
+                                    seed, rank, world)
+        return {"bits_per_base": _bits(cfg, model, wins, device, tcfg.precision, seq_len)["bits_per_base"]}
 
     torch.manual_seed(seed)  # identical initial weights on every rank
     model = build_model(cfg, size)
     out = run_dir(cfg, store, size, seq_len)
     if rank == 0:
-        n_par = sum(p.numel() for p in model.parameters())
-        print(f"pretraining {size} ({n_par:,} params) on {seq_len:,}-base windows, {tcfg.max_steps} steps x "
-              f"{tcfg.batch_size * world} windows ({world} process(es)) -> {out}")
-    res = train_loop(model, ddp_lm_loss(world, mlm_loss if is_mlm(cfg) else lm_loss), batch_fn, tcfg, out, eval_fn=eval_fn, resume=resume,
+        print(f"pretraining {size} ({runs.n_params(model):,} params) on {seq_len:,}-base windows, {tcfg.max_steps} "
+              f"steps x {tcfg.batch_size * world} windows ({world} process(es)) -> {out}")
+    loss_fn = global_mean_loss(mlm_loss if is_mlm(cfg) else lm_loss, world)
+    res = train_loop(model, loss_fn, batch_fn, tcfg, out, eval_fn=eval_fn, resume=resume,
                      extra_state={"store": str(store.path), "seq_len": seq_len, "data": describe(store),
                                   "world_size": world})
     if rank == 0:
-        write_json({"step": res.step, "tokens_per_s": res.tokens_per_s, "peak_memory_gib": res.peak_memory_gib,
-                    "wall_s": res.wall_s, "world_size": world, "device": str(device), **res.metrics},
+        write_json({**res.summary(), "world_size": world, "device": str(device), **res.metrics},
                    out / "train_summary.json")
     return out
 
@@ -212,18 +165,15 @@ def evaluate(cfg: Config, size: str, seq_len: int, store: TokenStore | None = No
     store = store or prepare(cfg)
     rank, world, local = dist_info()
     out = run_dir(cfg, store, size, seq_len)
-    ckpt = latest_checkpoint(out)
-    if ckpt is None:
-        raise FileNotFoundError(f"{out}: no checkpoint to evaluate; run `mambaseq pretrain train` first")
-    device = _train_config(cfg, seq_len, world, local).device
-    device = resolve_device(device)
-    model = load_pretrained(ckpt).to(device)
+    ckpt = runs.require_checkpoint(out, "pretrain")
+    tcfg = runs.train_config(cfg, seq_len, world, local)
+    device = resolve_device(tcfg.device)
+    model = runs.load_model(ckpt).to(device)
     ev, seed = cfg["eval"], int(cfg["seed"])
     t0 = time.perf_counter()
-    wins = _eval_windows(store, _splits(cfg, store)[split], seq_len, int(ev["test_tokens"]), int(ev["batch_tokens"]),
-                         seed, rank, world)
-    model.eval()
-    r = reduce_eval(eval_bits(cfg, model, wins, device, cfg["train"]["precision"], seq_len))
+    wins = sharded_eval_batches(store, _splits(cfg, store)[split], seq_len, int(ev["test_tokens"]),
+                                int(ev["batch_tokens"]), seed, rank, world)
+    r = _bits(cfg, model, wins, device, tcfg.precision, seq_len)
     dt = time.perf_counter() - t0
     rows = position_buckets(r["bits_sum"], r["count"])
     m = {"split": split, "seq_len": seq_len, "size": size, "bits_per_base": r["bits_per_base"],
@@ -242,7 +192,7 @@ def evaluate(cfg: Config, size: str, seq_len: int, store: TokenStore | None = No
     return m
 
 
-def _prompts(cfg: Config, store: TokenStore) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+def prompts(cfg: Config, store: TokenStore) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """-> prompts (n, P) uint8, real continuations (n, n_new) or None, a description per prompt."""
     g = cfg["generate"]
     n, P, n_new, seed = int(g["n_samples"]), int(g["prompt_len"]), int(g["n_new"]), int(cfg["seed"])
@@ -299,15 +249,13 @@ def generate(cfg: Config, size: str, seq_len: int, store: TokenStore | None = No
     store = store or prepare(cfg)
     g, seed = cfg["generate"], int(cfg["seed"])
     out = run_dir(cfg, store, size, seq_len)
-    ckpt = latest_checkpoint(out)
-    if ckpt is None:
-        raise FileNotFoundError(f"{out}: no checkpoint; run `mambaseq pretrain train` first")
+    ckpt = runs.require_checkpoint(out, "pretrain")
     device = resolve_device(cfg["train"]["device"])
-    model = ACGTOnly(load_pretrained(ckpt)).to(device)
-    prompts, real, where = _prompts(cfg, store)
+    model = ACGTOnly(runs.load_model(ckpt)).to(device)
+    prompt_ids, real, where = prompts(cfg, store)
     n_new = int(g["n_new"])
     t0 = time.perf_counter()
-    res = sample(model, n_new, prefix=torch.from_numpy(prompts).long(), temperature=float(g["temperature"]),
+    res = sample(model, n_new, prefix=torch.from_numpy(prompt_ids).long(), temperature=float(g["temperature"]),
                  top_k=int(g["top_k"]), top_p=float(g["top_p"]),
                  generator=torch.Generator(device=device).manual_seed(seed))
     dt = time.perf_counter() - t0
@@ -325,13 +273,13 @@ def generate(cfg: Config, size: str, seq_len: int, store: TokenStore | None = No
     gc = float(np.isin(np.concatenate(ref), (1, 2)).mean())
     iid = [rng.choice(4, n_new, p=[(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]).astype(np.uint8) for _ in toks]
     groups = {"samples": list(toks), "iid_gc_matched": iid}
-    stats: dict[str, Any] = {"n_samples": len(toks), "n_new": n_new, "prompt_len": int(prompts.shape[1]),
+    stats: dict[str, Any] = {"n_samples": len(toks), "n_new": n_new, "prompt_len": int(prompt_ids.shape[1]),
                              "decode_tokens_per_s": len(toks) * n_new / dt,
                              "sample_bits_per_base": res.bits_per_token.tolist(), "prompts": where}
     if real is not None:
         groups["real_continuations"] = list(real)
-        full = torch.from_numpy(np.concatenate([prompts, real], 1)).long().to(device)
-        ll = sequence_loglik(model, full) - sequence_loglik(model, full[:, : prompts.shape[1]])
+        full = torch.from_numpy(np.concatenate([prompt_ids, real], 1)).long().to(device)
+        ll = sequence_loglik(model, full) - sequence_loglik(model, full[:, : prompt_ids.shape[1]])
         stats["real_continuation_bits_per_base"] = (-ll.cpu() / (n_new * math.log(2))).tolist()
         write_fasta([(f"real{i} {w} continuation of {n_new}", decode(t)) for i, (w, t) in enumerate(zip(where, real))],
                     gen_dir / "real_continuations.fasta")
@@ -347,13 +295,51 @@ def generate(cfg: Config, size: str, seq_len: int, store: TokenStore | None = No
     return stats
 
 
+def finetune(cfg: Config, lm_dir: str | Path, resume: bool = True) -> dict[str, Any]:
+    """Train + evaluate the great-apes classifier from the LM checkpoint ``lm_dir`` (its architecture and
+    backbone weights, a fresh head) and from scratch (the same architecture, fresh weights): the same apes
+    data, steps, batches and seed. -> comparison dict (also ``<out_dir>/finetune/comparison.json``)."""
+    apes = runs.load_pipeline("apes")
+    results = {}
+    for arm in ("pretrained", "scratch"):
+        # equal steps in both arms: no wall-clock cap unless the user asks for one
+        acfg = apes.load_config(["train.max_time_s=0", *(cfg["finetune"].get("apes_overrides") or []),
+                                 f"out_dir={Path(cfg['out_dir']) / 'finetune' / arm}", f"seed={cfg['seed']}",
+                                 f"init_from={lm_dir}", f"init_weights={arm == 'pretrained'}"])
+        store = apes.prepare(acfg)
+        L = apes.seq_lens(acfg)[0]
+        print(f"--- apes classifier, {arm} backbone ---")
+        apes.train(acfg, L, resume=resume, store=store)
+        m = apes.evaluate(acfg, L, store=store)
+        results[arm] = {k: m[k] for k in ("accuracy", "balanced_accuracy", "chance_uniform", "n_windows",
+                                          "test_loss", "synthetic", "source", "seq_len")}
+    out = {"init_from": str(lm_dir), **results,
+           "gain_accuracy": results["pretrained"]["accuracy"] - results["scratch"]["accuracy"]}
+    write_json(out, Path(cfg["out_dir"]) / "finetune" / "comparison.json")
+    print(f"apes test accuracy: pretrained {results['pretrained']['accuracy']:.3f} vs scratch "
+          f"{results['scratch']['accuracy']:.3f} (chance {results['scratch']['chance_uniform']:.3f})")
+    return out
+
+
+def pretrained_checkpoint(cfg: Config, store: TokenStore | None = None) -> Path:
+    """``finetune.init_from`` if set, else the latest checkpoint of the run's first (size, length)."""
+    if cfg["finetune"].get("init_from"):
+        return Path(cfg["finetune"]["init_from"])
+    size, L = sweep(cfg)[0]
+    ckpt = latest_checkpoint(run_dir(cfg, store or prepare(cfg), size, L))
+    if ckpt is None:
+        raise FileNotFoundError("no pretrained checkpoint: run `mambaseq pretrain train` first or set "
+                                "finetune.init_from")
+    return ckpt
+
+
 def run_all(cfg: Config, resume: bool = False) -> list[dict[str, Any]]:
     """prepare -> (train -> evaluate) for every (size, length); summary + overlaid curves; then generation
     and the fine-tuning comparison when enabled (rank 0 only)."""
     t0 = time.perf_counter()
     store = prepare(cfg)
     results = []
-    for size, L in runs(cfg):
+    for size, L in sweep(cfg):
         train(cfg, size, L, resume=resume, store=store)
         results.append(evaluate(cfg, size, L, store=store))
     if dist_info()[0] != 0:
@@ -367,78 +353,49 @@ def run_all(cfg: Config, resume: bool = False) -> list[dict[str, Any]]:
                     out / "loss_vs_position.png", f"test bits/base by context ({describe(store)})")
     for r in summary:
         print(f"  {r['size']:>8} L={r['seq_len']:>9,}  test {r['bits_per_base']:.4f} bits/base")
-    size, L = runs(cfg)[0]
+    size, L = sweep(cfg)[0]
     if cfg["generate"]["enabled"] and is_mlm(cfg):
         print("generation skipped: a masked LM (objective=mlm) does not generate")
     elif cfg["generate"]["enabled"]:
         generate(cfg, size, L, store)
     if cfg["finetune"]["enabled"]:
-        from .pretrain_finetune import finetune
-
-        finetune(cfg, latest_checkpoint(run_dir(cfg, store, size, L)))
+        finetune(cfg, pretrained_checkpoint(cfg, store))
     return results
 
 
 # --- CLI -----------------------------------------------------------------------------------------------------
-ACTIONS = ("prepare", "train", "evaluate", "generate", "finetune", "run", "show-config")
+def _prepare(cfg: Config, args) -> None:
+    print({k: len(v) for k, v in _splits(cfg, prepare(cfg)).items()}, "gap-free intervals per split")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """``mambaseq pretrain {prepare,train,evaluate,generate,finetune,run,show-config} [overrides ...]``."""
-    p = subparsers.add_parser("pretrain", help="next-token genome pretraining (+ generation, fine-tuning)",
-                              description=__doc__.split("\n\n")[0])
-    _add_args(p)
+def _train_each(cfg: Config, args) -> None:
+    store = prepare(cfg)
+    for size, L in sweep(cfg):
+        train(cfg, size, L, resume=args.resume, store=store)
 
 
-def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=ACTIONS)
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=small data.seq_len=4096")
-    p.add_argument("--config-name", default="pretrain", help="primary config in mambaseq.configs")
-    p.add_argument("--resume", action="store_true", help="continue each run from its latest checkpoint")
+def _evaluate_each(cfg: Config, args) -> None:
+    store = prepare(cfg)
+    for size, L in sweep(cfg):
+        evaluate(cfg, size, L, store=store)
 
 
-def run(args: argparse.Namespace) -> int:
-    """CLI entry (``mambaseq pretrain ...``)."""
-    cfg = load_config(args.overrides, args.config_name)
-    try:
-        if args.action == "show-config":
-            import yaml
-
-            print(yaml.safe_dump(cfg, sort_keys=False))
-        elif args.action == "prepare":
-            store = prepare(cfg)
-            print({k: len(v) for k, v in _splits(cfg, store).items()}, "gap-free intervals per split")
-        elif args.action == "run":
-            run_all(cfg, resume=args.resume)
-        elif args.action == "finetune":
-            from .pretrain_finetune import finetune
-
-            finetune(cfg, cfg["finetune"].get("init_from") or None)
-        else:
-            store = prepare(cfg)
-            for size, L in runs(cfg):
-                if args.action == "train":
-                    train(cfg, size, L, resume=args.resume, store=store)
-                elif args.action == "evaluate":
-                    evaluate(cfg, size, L, store=store)
-                elif dist_info()[0] == 0:
-                    generate(cfg, size, L, store=store)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # all ranks leave together: a gloo rank that tears down while its peer is still in a final
-            # collective or writing checkpoints was seen to abort ("terminate called without an active
-            # exception", twice in six full CPU test-suite runs)
-            torch.distributed.barrier()
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    return 0
+def _generate_each(cfg: Config, args) -> None:
+    store = prepare(cfg)
+    for size, L in sweep(cfg):
+        if dist_info()[0] == 0:
+            generate(cfg, size, L, store=store)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mambaseq.pipelines.pretrain", description=__doc__.split("\n\n")[0])
-    _add_args(p)
-    return run(p.parse_intermixed_args(argv))  # options may follow the overrides
-
+COMMAND = runs.Command("pretrain", "next-token genome pretraining (+ generation, fine-tuning)", __doc__, load_config, {
+    "prepare": _prepare,
+    "train": _train_each,
+    "evaluate": _evaluate_each,
+    "generate": _generate_each,
+    "finetune": lambda cfg, args: finetune(cfg, pretrained_checkpoint(cfg)),
+    "run": lambda cfg, args: run_all(cfg, resume=args.resume),
+}, session=session)
+main = COMMAND.main
 
 if __name__ == "__main__":
     raise SystemExit(main())

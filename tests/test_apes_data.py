@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mambaseq.data import RandomWindows, TokenStore, decode, split_intervals
+from mambaseq.data import RandomWindows, decode, split_intervals
 from mambaseq.data_prep import apes as apes_data
 from mambaseq.data_prep.maf import prepare_maf, species_of
 from mambaseq.data_prep.simulate import SimParams, export_fasta, pairwise_divergence, simulate_apes
@@ -135,11 +135,23 @@ def test_fasta_source_holds_out_chromosomes(tmp_path, genomes):
 
 
 def test_auto_source(monkeypatch, tmp_path):
-    monkeypatch.setattr(apes_data, "find_debian_maf", lambda: None)
-    assert apes_data.resolve_source("auto") == "simulated"
-    assert apes_data.resolve_source("auto", fasta={"human": "x.fa"}) == "fasta"
-    monkeypatch.setattr(apes_data, "find_debian_maf", lambda: tmp_path / "x.maf")
-    assert apes_data.resolve_source("auto") == "simulated"  # the chr22 alignment is a negative control only
-    assert apes_data.resolve_source("auto", maf=tmp_path / "x.maf") == "maf"
+    from mambaseq.data_prep import sources
+
+    apes = apes_data.SOURCES
+    assert sources.resolve_source("auto", apes) == "simulated"
+    assert sources.resolve_source("auto", apes, fasta={"human": "x.fa"}) == "fasta"
+    assert sources.resolve_source("auto", apes, fasta={"human": None}) == "simulated"
+    monkeypatch.setattr(sources, "DEBIAN_MAF", tmp_path / "x.maf")
+    (tmp_path / "x.maf").write_text("")
+    assert sources.resolve_source("auto", apes) == "simulated"  # the chr22 alignment is a negative control only
+    assert sources.resolve_source("auto", apes, maf=tmp_path / "x.maf") == "maf"
     with pytest.raises(ValueError, match="must be one of"):
-        apes_data.resolve_source("genbank")
+        sources.resolve_source("genbank", apes)
+    # the pretraining genome: human chr20 where Debian's vt-examples is installed, else the simulator
+    monkeypatch.setattr(sources, "VT_CHR20", tmp_path / "20.fa.gz")
+    assert sources.resolve_source("auto", ("auto", "fasta", "chr20", "simulated")) == "simulated"
+    assert sources.resolve_source("auto", apes) == "simulated"
+    (tmp_path / "20.fa.gz").write_text("")
+    assert sources.resolve_source("auto", ("auto", "fasta", "chr20", "simulated")) == "chr20"
+    assert sources.resolve_source("auto", apes) == "simulated"  # apes never picks chr20
+    assert sources.resolve_source("auto", ("auto", "fasta", "chr20"), fasta="g.fa") == "fasta"

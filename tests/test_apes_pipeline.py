@@ -77,7 +77,8 @@ def test_prepared_store_needs_no_biopython(tmp_path):
         "        if name == 'Bio' or name.startswith('Bio.'): raise ImportError('Biopython blocked')\n"
         "sys.meta_path.insert(0, Block())\n"
         "from mambaseq.pipelines import apes\n"
-        "from mambaseq.data_prep.apes import describe, prepare_apes\n"
+        "from mambaseq.data import describe\n"
+        "from mambaseq.data_prep.apes import prepare_apes\n"
         f"store = prepare_apes('simulated', r'{tmp_path}', sim_length=30000, region_size=6000, progress=False)\n"
         "print(describe(store))\n"
     )

@@ -9,20 +9,21 @@ import soundfile as sf
 
 from mambaseq.audio import AudioError
 from mambaseq.data_prep import sc09
+from seeding import current_seed, rng_for
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
                                   reason="needs espeak-ng and sox (apt-get install -y espeak-ng sox)")
 
 
 @needs_espeak
-def test_synthetic_split_by_voice_and_idempotent(tmp_path):
-    params = sc09.SynthParams(accents_per_voice=1, max_voices=8, seed=int(np.random.default_rng().integers(1000)))
+def test_synthetic_split_by_voice_and_idempotent(tmp_path, request):
+    params = sc09.SynthParams(accents_per_voice=1, max_voices=8, seed=int(rng_for(request).integers(1000)))
     out = sc09.build_synthetic(tmp_path / "d", params, workers=2)
     m = json.loads((out / "manifest.json").read_text())
     assert m["synthetic"] is True and "SYNTHETIC" in m["note"]
     spk = {s: set(m["splits"][s]["speakers"]) for s in sc09.SPLITS}
     assert all(spk[s] for s in sc09.SPLITS)
-    assert not (spk["train"] & spk["test"]) and not (spk["train"] & spk["valid"]) and not (spk["valid"] & spk["test"])
+    assert not (spk["train"] & spk["test"]) and not (spk["train"] & spk["val"]) and not (spk["val"] & spk["test"])
     import csv
 
     rows = list(csv.DictReader(open(out / "clips.csv")))
@@ -41,7 +42,7 @@ def test_synthetic_split_by_voice_and_idempotent(tmp_path):
 
 
 def _fake_speech_commands(root, stereo_44k=False, bad=None):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(current_seed())
     files = []
     for d in sc09.DIGITS:
         (root / d).mkdir(parents=True)
@@ -64,7 +65,7 @@ def test_speech_commands_layout(tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     assert m["synthetic"] is False
     assert m["splits"]["train"]["speakers"] == ["aa11", "dd44"]
-    assert m["splits"]["valid"]["clips"] == 10 and m["splits"]["test"]["clips"] == 10
+    assert m["splits"]["val"]["clips"] == 10 and m["splits"]["test"]["clips"] == 10
     a = np.load(out / "train_audio.npy")
     assert a.shape == (11, 16000)  # the 44.1 kHz stereo clip was mixed down, resampled and trimmed to 1 s
 
@@ -92,13 +93,13 @@ def test_missing_tools_message(monkeypatch, tmp_path):
         sc09.build_synthetic(tmp_path / "d")
 
 
-def test_prebuilt_set_needs_no_tools(monkeypatch, tmp_path):
+def test_prebuilt_set_needs_no_tools(monkeypatch, tmp_path, request):
     """A set built elsewhere (e.g. carried to a GPU machine without espeak-ng/sox) is reused as it is."""
-    params = sc09.SynthParams(max_voices=int(np.random.default_rng().integers(1, 50)))
-    pdict = {"kind": "synthetic-espeak", **sc09.asdict(params)}
+    params = sc09.SynthParams(max_voices=int(rng_for(request).integers(1, 50)))
+    pdict = sc09.synthetic_params(params)
     out = tmp_path / "d"
     out.mkdir()
-    (out / "manifest.json").write_text(json.dumps({"synthetic": True, "params_hash": sc09._params_hash(pdict)}))
+    (out / "manifest.json").write_text(json.dumps({"synthetic": True, "params_hash": sc09.params_hash(pdict)}))
     monkeypatch.setattr(sc09.shutil, "which", lambda name: None)
     assert sc09.build_synthetic(out, params) == out
     with pytest.raises(RuntimeError, match="apt-get install -y espeak-ng sox"):  # other parameters: a rebuild

@@ -5,6 +5,7 @@ import pytest
 import soundfile as sf
 
 from mambaseq.audio import AudioError, fix_length, load_audio, save_wav
+from seeding import rng_for
 
 
 def _tone(sr: int, seconds: float, freq: float = 440.0) -> np.ndarray:
@@ -62,8 +63,8 @@ def test_fix_length(n, mode):
         assert y[0] == (11 if mode == "center" else 1)
 
 
-def test_save_wav_atomic_round_trip(tmp_path):
-    x = np.random.default_rng().uniform(-1, 1, 1600).astype(np.float32)
+def test_save_wav_atomic_round_trip(tmp_path, request):
+    x = rng_for(request).uniform(-1, 1, 1600).astype(np.float32)
     p = save_wav(tmp_path / "sub" / "o.wav", x)
     assert [f.name for f in p.parent.iterdir()] == ["o.wav"]  # no temp file left behind
     np.testing.assert_allclose(load_audio(p), x, atol=1 / 2**15 + 1e-6)

@@ -7,6 +7,7 @@ import torch
 from mambaseq.audio.features import LogMel, mel_filterbank
 from mambaseq.audio.metrics import (DigitClassifier, am_score, classify, frechet_distance, inception_score,
                                     modified_inception_score)
+from seeding import rng_for, seed_for
 
 
 def _confident(n_per_class: int, n_classes: int = 10) -> np.ndarray:
@@ -20,8 +21,8 @@ def test_is_of_confident_uniform_predictions_is_n_classes(n_classes):
     assert am_score(p, np.full(n_classes, 1 / n_classes)) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_is_and_mis_of_identical_predictions_is_one():
-    rng = np.random.default_rng()
+def test_is_and_mis_of_identical_predictions_is_one(request):
+    rng = rng_for(request)
     row = rng.dirichlet(np.ones(10))
     p = np.tile(row, (20, 1))
     assert inception_score(p) == pytest.approx(1.0, abs=1e-9)
@@ -30,17 +31,17 @@ def test_is_and_mis_of_identical_predictions_is_one():
     assert am_score(_confident(5)[:5], np.full(10, 0.1)) > 5
 
 
-def test_mis_matches_pairwise_definition():
+def test_mis_matches_pairwise_definition(request):
     # mixed with the uniform so that no probability is near the metrics' log-guard EPS (a raw Dirichlet(0.5)
     # draw occasionally has entries ~1e-15, where log(p + EPS) and the pure definition's log(p) differ)
-    p = 0.9 * np.random.default_rng().dirichlet(np.ones(6) * 0.5, size=9) + 0.1 / 6
+    p = 0.9 * rng_for(request).dirichlet(np.ones(6) * 0.5, size=9) + 0.1 / 6
     kl = [[np.sum(p[i] * (np.log(p[i]) - np.log(p[j]))) for j in range(9)] for i in range(9)]
     assert modified_inception_score(p) == pytest.approx(float(np.exp(np.mean(kl))), rel=1e-6)
     assert 1.0 <= inception_score(p) <= 6.0
 
 
-def test_fid_identical_zero_and_shift():
-    f = np.random.default_rng().normal(size=(500, 16))
+def test_fid_identical_zero_and_shift(request):
+    f = rng_for(request).normal(size=(500, 16))
     assert frechet_distance(f, f) == pytest.approx(0.0, abs=1e-6)
     # a pure mean shift by v adds |v|^2
     v = np.full(16, 0.5)
@@ -71,7 +72,8 @@ def test_mel_filterbank_and_tone_peak():
     assert int(low.mean(1).argmax()) < int(high.mean(1).argmax())
 
 
-def test_classifier_shapes_and_position_invariance():
+def test_classifier_shapes_and_position_invariance(request):
+    torch.manual_seed(seed_for(request))
     m = DigitClassifier().eval()
     x = torch.randn(3, 16000) * 0.1
     probs, feats = classify(m, x)

@@ -2,7 +2,6 @@
 supported widths), unknown config.json keys, TrainConfig and pipeline settings, token ids outside the
 vocabulary, and the CLI's one-line configuration errors."""
 
-import argparse
 import json
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from mambaseq.pipelines import apes, audio, pretrain
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
 from mambaseq.settings import ConfigError
 from mambaseq.training import TrainConfig
-from seeding import rng_for
+from seeding import rng_for, seed_for
 
 BAD_VALUES = [0, -3, 2.5, "4", None, True, float("nan"), float("inf"), []]
 
@@ -33,7 +32,8 @@ def test_unsupported_conv_width_rejected_at_construction(d_conv):
 
 
 @pytest.mark.parametrize("d_conv", [2, 3, 4])
-def test_supported_conv_widths_run(d_conv):
+def test_supported_conv_widths_run(request, d_conv):
+    torch.manual_seed(seed_for(request))
     lm = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=10, d_conv=d_conv))
     assert lm(torch.randint(0, 10, (1, 8))).shape == (1, 8, 10)
 
@@ -54,6 +54,7 @@ def test_random_model_configs_build_or_name_the_field(request):
     """Property (120 configs, one random field value each on the debug size): either ValueError naming
     ``MambaConfig.<field>``, or a model whose forward and step run and agree in shape."""
     rng = rng_for(request)
+    torch.manual_seed(seed_for(request))  # the models' initial weights
     names = sorted(FIELD_VALUES)
     for _ in range(120):
         name = names[int(rng.integers(len(names)))]
@@ -68,7 +69,7 @@ def test_random_model_configs_build_or_name_the_field(request):
             assert MambaForSequenceClassification(cfg)(torch.zeros(2, 5, dtype=torch.long)).shape == (2, value)
             continue
         lm = MambaLMHeadModel(cfg)
-        ids = torch.randint(0, cfg.vocab_size, (2, 5))
+        ids = torch.from_numpy(rng.integers(0, cfg.vocab_size, (2, 5)))
         assert lm(ids).shape == (2, 5, cfg.vocab_size) and torch.isfinite(lm(ids)).all(), (name, value)
         cache = lm.allocate_inference_cache(2)
         assert lm.step(ids[:, 0], cache).shape == (2, cfg.vocab_size)
@@ -160,7 +161,7 @@ def test_random_train_configs_name_the_field(request):
 
 @pytest.mark.parametrize("module,keys", [
     (pretrain, ["data.seq_len", "data.region_size", "train.batch_size", "train.lr", "generate.top_p",
-                "eval.batch_tokens", "data.seq_lens", "tokens_per_step"]),
+                "eval.batch_tokens", "data.seq_lens", "data.tokens_per_step"]),
     (apes, ["data.seq_len", "data.seq_lens", "train.max_steps", "data.rc_augment"]),
     (audio, ["generate.n_samples", "generate.temperature", "train.batch_size", "classifier.lr"]),
 ], ids=["pretrain", "apes", "audio"])
@@ -170,7 +171,7 @@ def test_bad_pipeline_settings_named_at_load(request, module, keys):
     for key in keys:
         for _ in range(10):
             bad = ["-5", "0", "abc", "2.5", "null", "[]", "[1,-1]", "true"][int(rng.integers(8))]
-            if bad == "null" and key in ("data.seq_lens", "tokens_per_step"):
+            if bad == "null" and key in ("data.seq_lens", "data.tokens_per_step"):
                 continue  # null is valid there
             if bad == "2.5" and key in ("train.lr", "generate.temperature", "classifier.lr"):
                 continue

@@ -18,7 +18,7 @@ from mambaseq.model import MambaForSequenceClassification, load_pretrained
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
 from mambaseq.training.checkpoint import (CheckpointWarning, latest_checkpoint, list_checkpoints, load_checkpoint,
                                           save_checkpoint)
-from seeding import rng_for
+from seeding import current_seed, rng_for
 
 
 def _lm(seed: int = 0) -> MambaLMHeadModel:
@@ -113,7 +113,7 @@ def test_other_model_files_name_the_file(tmp_path):
 def _run_with_two_checkpoints(tmp_path):
     m = _lm()
     opt = torch.optim.AdamW(m.parameters())
-    m(torch.randint(0, 10, (2, 8))).sum().backward()
+    m(torch.randint(0, 10, (2, 8), generator=torch.Generator().manual_seed(current_seed()))).sum().backward()
     opt.step()
     save_checkpoint(tmp_path, 100, m, opt)
     save_checkpoint(tmp_path, 200, m, opt)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mambaseq.data import Interval, RandomWindows, TiledWindows, TokenStore, read_bed, split_intervals, write_bed
-from mambaseq.data_prep.store import StoreWriter
+from mambaseq.data import StoreWriter
 
 
 @pytest.fixture(scope="module")

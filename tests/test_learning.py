@@ -18,7 +18,7 @@ import torch
 
 from mambaseq.config import MambaConfig
 from mambaseq.model import MambaForSequenceClassification
-from mambaseq.pipelines.apes_report import kmer_baselines
+from mambaseq.data.kmers import kmer_baselines
 from mambaseq.training import TrainConfig, classification_loss
 from mambaseq.training import train as train_loop
 

@@ -8,10 +8,15 @@ import torch
 
 from mambaseq import MambaConfig
 from mambaseq.model import MambaLMHeadModel
-from mambaseq.pipelines.pretrain_data import ShardedLMBatches, acgt_runs, genome_splits, prepare_genome
-from mambaseq.pipelines.pretrain_report import (compare_to_real, gc_content, js_divergence, kmer_spectrum, lm_eval,
-                                                position_buckets, reduce_eval)
+from mambaseq.data import ShardedLMBatches, StoreWriter, acgt_runs, genome_splits
+from mambaseq.data.kmers import compare_to_real, gc_content, js_divergence, kmer_spectrum
+from mambaseq.data_prep.pretrain import prepare_genome
 from mambaseq.training import lm_loss
+from mambaseq.training.evaluation import bits_per_token, eval_loop, next_token_bits, position_buckets
+
+
+def lm_bits(model, batches):
+    return bits_per_token(eval_loop(model, batches, next_token_bits, torch.device("cpu"), "fp32"))
 
 
 def write_genome(path, seed=0, n_records=2, length=40_000, gap=(10_000, 10_500)):
@@ -102,11 +107,11 @@ def test_rc_augment_flips_rows_deterministically(store):
     assert torch.equal(rc, ShardedLMBatches(store, train, seed=1, rc_augment=True)(3, 50, 16))
 
 
-def test_lm_eval_matches_lm_loss_and_buckets():
+def test_next_token_bits_match_lm_loss_and_buckets():
     torch.manual_seed(0)
     model = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=10)).eval()
     x = torch.randint(0, 4, (3, 33))
-    stats = reduce_eval(lm_eval(model, [x[:2], x[2:]], torch.device("cpu"), torch.autocast("cpu", enabled=False), 32))
+    stats = lm_bits(model, [x[:2], x[2:]])
     with torch.no_grad():
         loss, _ = lm_loss(model, x)
     assert stats["bits_per_base"] == pytest.approx(float(loss) / math.log(2), rel=1e-5)
@@ -131,8 +136,6 @@ def test_kmer_statistics():
 
 def test_windows_longer_than_any_chunk(tmp_path):
     """No length cap: a 2^18 + 5 context from the store, and a model pass over 2^17 + 7 bases."""
-    from mambaseq.data_prep.store import StoreWriter
-
     rng = np.random.default_rng(0)
     with StoreWriter(tmp_path / "s", "fp", source={"kind": "test"}) as w:
         w.add("long", rng.integers(0, 4, 600_000).astype(np.uint8))
@@ -143,5 +146,5 @@ def test_windows_longer_than_any_chunk(tmp_path):
     torch.manual_seed(0)
     model = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=10)).eval()
     L = (1 << 17) + 7
-    stats = reduce_eval(lm_eval(model, [x[:, : L + 1]], torch.device("cpu"), torch.autocast("cpu", enabled=False), L))
+    stats = lm_bits(model, [x[:, : L + 1]])
     assert stats["n_tokens"] == L and 1.5 < stats["bits_per_base"] < 4.0

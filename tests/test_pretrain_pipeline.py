@@ -28,12 +28,13 @@ STEPS = 24
 # a throttled launcher: each batch sleeps, so the SIGKILL lands mid-run on any machine (numerics unchanged)
 THROTTLED = """
 import sys, time
-from mambaseq.pipelines import pretrain_data, pretrain
-orig = pretrain_data.ShardedLMBatches.__call__
+from mambaseq.data import ShardedLMBatches
+from mambaseq.pipelines import pretrain
+orig = ShardedLMBatches.__call__
 def slow(self, *a):
     time.sleep(0.15)
     return orig(self, *a)
-pretrain_data.ShardedLMBatches.__call__ = slow
+ShardedLMBatches.__call__ = slow
 sys.exit(pretrain.main(sys.argv[1:]))
 """
 
@@ -144,23 +145,30 @@ def test_generate_writes_fasta_with_model_logliks(setup):
 
 def test_finetune_apes_from_pretrained_backbone(setup):
     tmp, fasta, ref = setup
-    from mambaseq.pipelines.pretrain_finetune import finetune
-
     lm_dir = latest_checkpoint(ref)
     cfg = pretrain.load_config(overrides(tmp, fasta, "ft"))
     cfg["finetune"]["apes_overrides"] = [
         "data.source=simulated", "data.sim_length=60000", "data.region_size=20000", f"data.out_root={tmp / 'apes'}",
         "data.seq_len=64", "train.max_steps=3", "train.batch_size=4", "train.progress=false",
         "eval.val_windows_per_class=2", "eval.test_windows_per_class=4"]
-    out = finetune(cfg, lm_dir)
+    out = pretrain.finetune(cfg, lm_dir)
     assert set(out) >= {"pretrained", "scratch", "gain_accuracy"}
     for arm in ("pretrained", "scratch"):
         assert 0.0 <= out[arm]["accuracy"] <= 1.0 and out[arm]["synthetic"]
-    # the pretrained arm started from the LM's backbone (step-0 checkpoint), the scratch arm did not
-    run = next((tmp / "ft" / "finetune" / "pretrained").iterdir())
+    assert json.loads((tmp / "ft" / "finetune" / "comparison.json").read_text())["init_from"] == str(lm_dir)
+    # both arms have the LM's architecture; the pretrained arm starts from its backbone, the scratch arm does not
     from safetensors.torch import load_file
 
+    from mambaseq.pipelines import apes
+
     lm = load_file(str(lm_dir / "model.safetensors"))
-    step0 = load_file(str(run / "checkpoints" / "step_00000000" / "model.safetensors"))
-    assert all(torch.equal(step0[k], v) for k, v in lm.items() if k.startswith("backbone."))
-    assert json.loads((tmp / "ft" / "finetune" / "comparison.json").read_text())["init_from"] == str(lm_dir)
+    starts = {}
+    for arm in ("pretrained", "scratch"):
+        acfg = apes.load_config(cfg["finetune"]["apes_overrides"] + [f"init_from={lm_dir}",
+                                                                      f"init_weights={arm == 'pretrained'}"])
+        starts[arm] = apes.build_model(acfg, 5).state_dict()
+        trained = load_pretrained(latest_checkpoint(next((tmp / "ft" / "finetune" / arm).iterdir())))
+        assert {k: v.shape for k, v in trained.state_dict().items()} == {k: v.shape for k, v in starts[arm].items()}
+    backbone = [k for k in lm if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(starts["pretrained"][k], lm[k]) for k in backbone)
+    assert not all(torch.equal(starts["scratch"][k], lm[k]) for k in backbone)

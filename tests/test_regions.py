@@ -1,12 +1,11 @@
 """Region strings SEQ:START-END are 1-based and inclusive at both ends, as samtools faidx / UCSC (issue 14,
 kind 4): both ends of a sequence, out-of-range positions, random regions against plain slicing."""
 
-import numpy as np
 import pytest
 
 from mambaseq.data import decode, format_region, parse_region
 from mambaseq.data_prep.fasta import prepare_fasta
-from mambaseq.pipelines.pretrain import _prompts
+from mambaseq.pipelines.pretrain import prompts
 from seeding import rng_for
 
 SEQS = {"chr20": "ACGTTGCAAC", "HLA:A*01": "GGGA", "one": "T"}
@@ -79,8 +78,8 @@ def test_random_regions_match_slicing_and_round_trip(store, request):
 def test_generate_region_prompt(store):
     """The case `region_off_by_one.py`: the prompt of chr20:1-4 is ACGT, position 0 is refused."""
     cfg = {"seed": 0, "generate": {"n_samples": 2, "prompt_len": 4, "n_new": 2, "region": "chr20:1-4"}}
-    prompts, real, where = _prompts(cfg, store)
-    assert [decode(p) for p in prompts] == ["ACGT", "ACGT"] and real is None and where == ["chr20:1-4"] * 2
+    ids, real, where = prompts(cfg, store)
+    assert [decode(p) for p in ids] == ["ACGT", "ACGT"] and real is None and where == ["chr20:1-4"] * 2
     cfg["generate"]["region"] = "chr20:0-4"
     with pytest.raises(ValueError, match="generate.region 'chr20:0-4': positions are 1-based"):
-        _prompts(cfg, store)
+        prompts(cfg, store)

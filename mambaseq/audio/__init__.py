@@ -1,5 +1,6 @@
-"""Audio: waveform I/O, 8-bit quantization, mel spectrograms, digit classifier metrics."""
+"""Audio: waveform I/O, 8-bit quantization, the spoken-digit data set, mel spectrograms, digit classifier metrics."""
 
+from .digits import CLIP_LEN, DIGITS, SPLITS, Digits, spread, with_start
 from .io import SAMPLE_RATE, AudioError, AudioWarning, fix_length, load_audio, resample, save_wav
 from .quantize import (
     N_CLASSES,
@@ -14,6 +15,12 @@ from .quantize import (
 )
 
 __all__ = [
+    "CLIP_LEN",
+    "DIGITS",
+    "SPLITS",
+    "Digits",
+    "spread",
+    "with_start",
     "SAMPLE_RATE",
     "AudioError",
     "AudioWarning",

@@ -47,11 +47,9 @@ class LogMel(torch.nn.Module):
 def save_mel_grid(path: str | os.PathLike, rows: dict[str, np.ndarray], titles: dict[str, list[str]] | None = None,
                   sample_rate: int = SAMPLE_RATE, max_cols: int = 8) -> Path:
     """One PNG with a row of mel spectrograms per named set (e.g. {"generated": (n, T), "real": (n, T)})."""
-    import matplotlib
+    from mambaseq.reports import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     logmel = LogMel(sample_rate=sample_rate)
     ncol = min(max_cols, max(len(v) for v in rows.values()))
     fig, axes = plt.subplots(len(rows), ncol, figsize=(2.0 * ncol, 2.0 * len(rows)), squeeze=False)
@@ -68,10 +66,4 @@ def save_mel_grid(path: str | os.PathLike, rows: dict[str, np.ndarray], titles: 
             if c == 0:
                 ax.set_ylabel(name, fontsize=9)
     fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, p)
-    return p
+    return save_figure(fig, path, dpi=80)

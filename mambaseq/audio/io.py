@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -30,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
+
+from mambaseq.fileio import atomic_path
 
 SAMPLE_RATE = 16_000
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000  # Hz; outside this a header is damaged, not audio
@@ -201,16 +202,9 @@ def save_wav(path: str | os.PathLike, x: np.ndarray, sample_rate: int = SAMPLE_R
     p = Path(path)
     x = _check_waveform(x, f"save_wav {p}", ndim=1)
     sample_rate = _check_rate(sample_rate, f"save_wav {p}: sample_rate")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(p) as tmp:
         sf.write(tmp, np.clip(x.astype(np.float32), -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
         info = sf.info(tmp)
         if info.frames != x.shape[0] or _missing_frames(info):
             raise AudioError(f"{p}: written WAV reads back {info.frames} frames, expected {x.shape[0]}")
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return p

@@ -14,7 +14,6 @@ way are the ceiling.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from safetensors.torch import save_model
 from torch import Tensor
 from tqdm import tqdm
 
-from ..fileio import load_weights, read_json, write_json
+from ..fileio import atomic_path, load_weights, read_json, write_json
 from .features import LogMel
 
 EPS = 1e-12
@@ -125,11 +124,8 @@ class DigitClassifier(nn.Module):
 
     def save(self, directory: str | os.PathLike, **meta) -> Path:
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-        os.close(fd)
-        save_model(self, tmp)
-        os.replace(tmp, d / "classifier.safetensors")
+        with atomic_path(d / "classifier.safetensors") as tmp:
+            save_model(self, str(tmp))
         write_json({**meta, **self.config}, d / "classifier.json", indent=1)
         return d
 
@@ -158,7 +154,7 @@ def _augment(spec: Tensor, g: torch.Generator) -> Tensor:
     return spec.masked_fill(tmask | fmask, 0.0)
 
 
-def train_classifier(x_train: Tensor, y_train: Tensor, x_valid: Tensor | None = None, y_valid: Tensor | None = None,
+def train_classifier(x_train: Tensor, y_train: Tensor, x_val: Tensor | None = None, y_val: Tensor | None = None,
                      epochs: int = 15, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
                      progress: bool = True) -> DigitClassifier:
     """Train on waveforms (n, T) float / labels (n,) int; returns the model in eval mode."""
@@ -184,8 +180,8 @@ def train_classifier(x_train: Tensor, y_train: Tensor, x_valid: Tensor | None = 
             sched.step()
             bar.update(1)
             bar.set_postfix(epoch=ep, loss=f"{loss.item():.3f}")
-        if x_valid is not None and progress:
-            bar.set_postfix(epoch=ep, valid_acc=f"{accuracy(model, x_valid, y_valid):.3f}")
+        if x_val is not None and progress:
+            bar.set_postfix(epoch=ep, val_acc=f"{accuracy(model, x_val, y_val):.3f}")
     bar.close()
     return model.eval()
 

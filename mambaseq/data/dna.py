@@ -17,6 +17,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from .kmers import kmer_codes
+
 ALPHABET = "ACGTN"
 SPECIALS = ("[PAD]", "[BOS]", "[EOS]", "[MASK]", "[SEP]")
 VOCAB: tuple[str, ...] = tuple(ALPHABET) + SPECIALS
@@ -158,7 +160,7 @@ class KmerTokenizer:
     """Optional k-mer tokenization of character ids: (L,) -> (ceil((L-k+1)/stride),) k-mer ids.
 
     ids 0..4^k-1 are ACGT k-mers (base-4, first base most significant); any k-mer containing N (or a
-    special) becomes ``unk_id`` = 4^k; specials follow. Vectorised with a sliding window view.
+    special) becomes ``unk_id`` = 4^k; specials follow (``mambaseq.data.kmers.kmer_codes``).
     """
 
     def __init__(self, k: int = 3, stride: int | None = None):
@@ -175,10 +177,8 @@ class KmerTokenizer:
             raise ValueError(f"KmerTokenizer expects a 1-D id array, got shape {ids.shape}")
         if ids.size < self.k:
             return np.zeros(0, dtype=np.int64)
-        win = np.lib.stride_tricks.sliding_window_view(ids, self.k)[:: self.stride]
-        weights = 4 ** np.arange(self.k - 1, -1, -1, dtype=np.int64)
-        out = (win.astype(np.int64) * weights).sum(axis=1)
-        out[(win > T_ID).any(axis=1)] = self.unk_id
+        out = kmer_codes(ids, self.k)[:: self.stride]
+        out[out < 0] = self.unk_id
         return out
 
     def decode(self, kmer_ids: np.ndarray) -> list[str]:

@@ -8,13 +8,13 @@ any number of data-parallel ranks draw disjoint streams.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
+
+from mambaseq.fileio import atomic_write_text
 
 from .dna import N_ID
 from .store import TokenStore
@@ -93,13 +93,18 @@ def read_bed(path: str | Path) -> list[Interval]:
 
 def write_bed(intervals: Sequence[Interval], path: str | Path) -> None:
     """Write intervals as BED (split in the name column), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        for iv in intervals:
-            f.write(f"{iv.seq}\t{iv.start}\t{iv.end}\t{iv.split}\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"{iv.seq}\t{iv.start}\t{iv.end}\t{iv.split}\n" for iv in intervals))
+
+
+def read_split_bed(path: str | Path) -> dict[str, list[Interval]]:
+    """train/val/test intervals from a BED whose 4th (name) column is the split; ValueError naming the
+    file for any other split name."""
+    out: dict[str, list[Interval]] = {s: [] for s in SPLITS}
+    for iv in read_bed(path):
+        if iv.split not in out:
+            raise ValueError(f"{path}: split (4th column) must be train/val/test, got {iv.split!r} for {iv}")
+        out[iv.split].append(iv)
+    return out
 
 
 def split_intervals(

@@ -4,9 +4,10 @@
         config.json, model.safetensors    model.save_pretrained (self-describing, loadable on its own)
         trainer_state.pt                  optimizer, scheduler, RNG states, step, data position, extra
 
-Crash safety: a checkpoint is written into a ``.tmp-*`` folder and renamed into place, and old ones are
-renamed away before they are deleted, so a killed run never leaves a half-written ``step_*`` folder; the
-``.tmp-*`` folders it leaves are removed by the next save. A checkpoint damaged afterwards (a disk or copy
+Crash safety: a checkpoint is written into a ``.tmp-*`` folder and renamed into place
+(``mambaseq.fileio.atomic_dir``), and old ones are renamed away before they are deleted, so a killed run
+never leaves a half-written ``step_*`` folder; the ``.tmp-*`` folders it leaves are removed by the next
+save. A checkpoint damaged afterwards (a disk or copy
 fault) is skipped by ``latest_checkpoint`` with a warning naming the file, so resume and evaluation fall
 back to the newest complete one; ``load_checkpoint`` reads and checks everything before it changes the
 model or optimizer.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mambaseq.fileio import CorruptFileError, check_safetensors, fitting_weights, read_json
+from mambaseq.fileio import CorruptFileError, atomic_dir, check_safetensors, fitting_weights, read_json
 
 STATE_NAME = "trainer_state.pt"
 WEIGHTS_NAME = "model.safetensors"
@@ -73,19 +73,12 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
     for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a save or a pruning that was killed
         shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=TMP_PREFIX))
-    try:
+    with atomic_dir(final, prefix=TMP_PREFIX) as tmp:
         _save_model(model, tmp)
         state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(),
                  "scheduler": scheduler.state_dict() if scheduler is not None else None,
                  "extra": extra or {}}
         torch.save(state, tmp / STATE_NAME)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:
             gone = root / f"{TMP_PREFIX}old-{old.name}"

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Mapping
 
+from mambaseq.fileio import atomic_path
+
 log = logging.getLogger(__name__)
 
 
@@ -30,10 +32,8 @@ class MetricsLogger:
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.reader(f)]
             keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= resume_step] if rows else []
-            tmp = self.path.with_suffix(".csv.tmp")
-            with open(tmp, "w", newline="") as f:
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
                 csv.writer(f).writerows(keep)
-            tmp.replace(self.path)
         elif resume_step is None and self.path.exists():
             self.path.unlink()
         new = not self.path.exists()

@@ -162,6 +162,11 @@ class TrainResult:
     wall_s: float = 0.0
     stopped_early: bool = False
 
+    def summary(self) -> dict[str, Any]:
+        """How the run went, for a run's train_summary.json (without the metrics)."""
+        return {"step": self.step, "tokens_per_s": self.tokens_per_s, "peak_memory_gib": self.peak_memory_gib,
+                "wall_s": self.wall_s, "stopped_early": self.stopped_early}
+
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model

@@ -1,93 +1,22 @@
-"""Genome data for next-token pretraining: store preparation, N-free region splits, sharded batches.
-
-Default data: human chr20 (GRCh37, 63 Mb) from Debian's ``vt-examples`` when installed
-(``apt-get install vt-examples``), any FASTA a user gives, else a SYNTHETIC genome from the great-apes
-simulator (its ancestral genome: realistic GC blocks and repeats), labelled as such everywhere.
+"""Genome splits and the data-parallel batch sampler for next-token pretraining.
 
 Splits cut every sequence into ``region_size`` blocks, give each block to train/val/test (seeded, every
 split non-empty) and keep only the assembly-gap-free parts (no N run of ``min_gap`` bases or more), so
-windows never contain gaps and no validation/test base is ever trained on.
+windows never contain gaps and no validation/test base is ever trained on. ``ShardedLMBatches`` draws the
+training windows: the global batch is a pure function of (seed, step), and each rank takes its rows;
+``sharded_eval_batches`` gives each rank its share of the held-out windows.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from mambaseq.data import N_ID, Interval, RandomWindows, TokenStore, reverse_complement
-
-# human chr20 shipped by Debian's vt-examples (dpkg -L vt-examples)
-VT_CHR20 = Path("/usr/share/doc/vt/examples/ref/20.fa.gz")
-SOURCES = ("auto", "fasta", "chr20", "simulated")
-SPLITS = ("train", "val", "test")
-
-
-def resolve_source(source: str, fasta: Sequence[str] | str | None) -> str:
-    """'auto' -> 'fasta' when files are given, else 'chr20' when vt-examples is installed, else 'simulated'."""
-    if source not in SOURCES:
-        raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
-    if source != "auto":
-        return source
-    if fasta:
-        return "fasta"
-    return "chr20" if VT_CHR20.is_file() else "simulated"
-
-
-def prepare_genome(data: dict[str, Any], progress: bool = True) -> TokenStore:
-    """Prepare (or reuse: preparation is idempotent and atomic) the pretraining store of ``data``
-    (the Hydra ``data:`` group). An already prepared store (``data.store``) needs numpy alone."""
-    if data.get("store"):
-        return TokenStore(data["store"])
-    kind = resolve_source(data["source"], data.get("fasta"))
-    out = Path(data["out_root"]) / f"pretrain_{kind}"
-    from mambaseq.data_prep.fasta import prepare_fasta  # Biopython only when a FASTA must be parsed
-
-    if kind == "fasta":
-        files = [data["fasta"]] if isinstance(data["fasta"], str) else list(data["fasta"] or [])
-        if not files:
-            raise ValueError("data.source=fasta needs data.fasta: a FASTA path or a list of paths")
-        return prepare_fasta(files, out, source={"kind": "fasta", "synthetic": False}, progress=progress)
-    if kind == "chr20":
-        if not VT_CHR20.is_file():
-            raise FileNotFoundError(f"{VT_CHR20}: not installed; run `apt-get install vt-examples` or pick "
-                                    "data.source=fasta|simulated")
-        return prepare_fasta([VT_CHR20], out, progress=progress, source={
-            "kind": "chr20", "synthetic": False,
-            "description": "human chromosome 20 (GRCh37) from Debian vt-examples"})
-    return _prepare_simulated(out, int(data["sim_length"]), int(data["seed"]), progress)
-
-
-def _prepare_simulated(out: Path, length: int, seed: int, progress: bool) -> TokenStore:
-    from mambaseq.data_prep.simulate import SimParams, ancestral_genome
-    from mambaseq.data_prep.store import StoreWriter, fingerprint, store_is_current
-
-    params = SimParams(length=length, background="random", seed=seed)
-    fp = fingerprint("pretrain-simulated", asdict(params))
-    if store_is_current(out, fp):
-        return TokenStore(out)
-    t0 = time.perf_counter()
-    seq, _ = ancestral_genome(params, np.random.default_rng(seed))
-    note = "SYNTHETIC genome from mambaseq's simulator (random sequence in GC blocks; not real DNA)"
-    with StoreWriter(out, fp, source={"kind": "simulated", "synthetic": True, "description": note,
-                                      "params": asdict(params)}, synthetic=True) as w:
-        w.add("synthetic_genome", seq.astype(np.uint8), source_file="simulated")
-    store = TokenStore(out)
-    if progress:
-        print(f"wrote {store} in {time.perf_counter() - t0:.1f} s — {note}")
-    return store
-
-
-def describe(store: TokenStore) -> str:
-    """One line naming the data, flagged SYNTHETIC when it is."""
-    src = store.source
-    what = src.get("description") or src.get("kind", "data")
-    flag = "SYNTHETIC: " if store.synthetic and "SYNTHETIC" not in what else ""
-    return f"{flag}{what} ({len(store)} sequence(s), {int(store.lengths.sum()):,} bases)"
+from .dna import N_ID, reverse_complement
+from .store import TokenStore
+from .windows import SPLITS, Interval, RandomWindows, TiledWindows
 
 
 def acgt_runs(tokens: np.ndarray, min_gap: int = 1) -> np.ndarray:
@@ -171,3 +100,15 @@ class ShardedLMBatches:
             flip = np.random.default_rng([self.seed, step, 1]).random(local_batch * self.world_size)[lo:hi] < 0.5
             out[flip] = reverse_complement(out[flip])
         return torch.from_numpy(out).long()
+
+
+def sharded_eval_batches(store: TokenStore, intervals: Sequence[Interval], seq_len: int, tokens: int,
+                         batch_tokens: int, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[torch.Tensor]:
+    """This rank's share of an evenly spread, seeded set of ~``tokens`` held-out windows of ``seq_len + 1``
+    tokens, in batches (b, seq_len + 1) of ~``batch_tokens``; the ranks' shares are disjoint and together
+    the set one process evaluates."""
+    tw = TiledWindows(store, intervals, seq_len + 1, max_per_label=max(1, tokens // seq_len), seed=seed)
+    mine = list(range(rank, len(tw), world_size))
+    b = max(1, batch_tokens // seq_len)
+    for s in range(0, len(mine), b):
+        yield torch.stack([tw[i][0] for i in mine[s: s + b]])
