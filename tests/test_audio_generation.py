@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mambaseq.config import MambaConfig
-from mambaseq.generation import _draw, filter_logits, sample, sequence_loglik
+from mambaseq.generation import draw_tokens, filter_logits, sample, sequence_loglik
 from mambaseq.model import MambaLMHeadModel
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
 from seeding import current_seed
@@ -62,8 +62,7 @@ def test_temperature_and_combined_filters():
 @pytest.mark.parametrize("kw", [dict(temperature=0.7), dict(top_k=5), dict(top_p=0.8)], ids=["temp", "topk", "topp"])
 def test_draw_frequencies_match_filtered_distribution(kw):
     logits = _rand_logits(1, 12).expand(40_000, 12)
-    tok, model_lp, sample_lp = _draw(logits, kw.get("temperature", 1.0), kw.get("top_k", 0), kw.get("top_p", 1.0),
-                                     torch.Generator().manual_seed(1))
+    tok, model_lp, sample_lp = draw_tokens(logits, **kw, generator=torch.Generator().manual_seed(1))
     want = filter_logits(logits[:1], **kw).softmax(-1)[0]
     freq = torch.bincount(tok, minlength=12).float() / tok.numel()
     assert (freq[want == 0] == 0).all()  # filtered tokens are never drawn
