@@ -110,14 +110,8 @@ def causal_conv1d_ref(
     return _CausalConv1dRef.apply(x, weight, bias, activation is not None)
 
 
-def causal_conv1d(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    activation: str | None = None,
-    *,
-    backend: str = "auto",
-) -> Tensor:
+def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None, *,
+                  backend: str = "auto") -> Tensor:
     """Causal depthwise conv1d, optional SiLU.
 
     Args:
@@ -154,15 +148,8 @@ def causal_conv1d_update_ref(
     return out.to(x.dtype)
 
 
-def causal_conv1d_update(
-    x: Tensor,
-    conv_state: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    activation: str | None = None,
-    *,
-    backend: str = "auto",
-) -> Tensor:
+def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None = None,
+                         activation: str | None = None, *, backend: str = "auto") -> Tensor:
     """One decoding step of the causal conv.
 
     Args:

@@ -117,6 +117,19 @@ def _unplanes(x: Tensor, cplx: bool) -> Tensor:
     return x.transpose(-1, -2).contiguous()
 
 
+def _chain_chunks(local: Tensor, dsum: Tensor, A_: Tensor, start: Tensor, reverse: bool, BN: int) -> Tensor:
+    """Chain K time chunks run in parallel from zero: local (b, K, P, N, d) holds each chunk's own end state
+    (forward) or outgoing adjoint (reverse), dsum (b, K, d) its total step size. Returns each chunk's carry,
+    same shape: forward, its true start state from h0 = ``start`` (b, P, N, d); reverse, the gradient
+    entering it from its right, from dL/dh_last = ``start``."""
+    b, K, P, N, d = local.shape
+    carry = torch.empty_like(local)
+    cb = min(64, d & -d)
+    combine_kernel[(b * (d // cb),)](local, dsum, A_, start, carry, d, N, K, REVERSE=reverse, CPLX=P == 2, BD=cb,
+                                     BN=BN)
+    return carry
+
+
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, h0, softplus, chunk_len):
@@ -148,10 +161,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 u_, dl_, dummy, B_, C_, A_, dummy, bias_ if bias_ is not None else dummy,
                 dummy, dummy, hend, dsum, dummy, d, L, N, G, d // G, K, Lc, 0,
                 LOCAL=True, BD=bd_f, BT=BT[0], num_warps=wf, **flags)
-            hstart = torch.empty(kshape, **f32)
-            cb = min(64, d & -d)
-            combine_kernel[(b * (d // cb),)](hend, dsum, A_, h0_, hstart, d, N, K,
-                                              REVERSE=False, CPLX=cplx, BD=cb, BN=BN)
+            hstart = _chain_chunks(hend, dsum, A_, h0_, reverse=False, BN=BN)
         else:
             hstart, dsum = h0_, None
         scan_fwd_kernel[(b * (d // bd_f), K)](
@@ -190,10 +200,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 *args_in, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy,
                 dummy, oflow, dummy, d, L, N, G, d // G, K, Lc, 1, 0,
                 LOCAL=True, BD=BD, BT=BT[1], num_warps=wb, **flags)
-            gcarry = torch.empty(kshape, **f32)
-            cb = min(64, d & -d)
-            combine_kernel[(b * (d // cb),)](oflow, dsum, A_, dlast_, gcarry, d, N, K,
-                                              REVERSE=True, CPLX=cplx, BD=cb, BN=BN)
+            gcarry = _chain_chunks(oflow, dsum, A_, dlast_, reverse=True, BN=BN)
         else:
             gcarry = dlast_
         nsub = -(-L // BT[1])

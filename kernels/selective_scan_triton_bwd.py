@@ -44,16 +44,11 @@ def scan_bwd_kernel(
 ):
     """LOCAL: adjoint state leaving each chunk to the left, from a zero gradient at its right end.
     Else: all gradients of chunk k, given the gradient entering from its right (gcarry)."""
+    pid_b, blk, k, dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn, kb, bias, Dv = prologue(
+        A_ptr, bias_ptr, D_ptr, d, N, G, dpg, K, xz, BD, BN, CPLX, SCALAR_D, EVEN_N, HAS_BIAS, HAS_D)
     nblk = d // BD
-    pid_b = tl.program_id(0) // nblk
-    blk = tl.program_id(0) % nblk
-    k = tl.program_id(1)
-    dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn = prologue(A_ptr, pid_b, blk, d, N, G, dpg, xz, BD, BN, CPLX, SCALAR_D, EVEN_N)
     cw = 2 if CPLX else 1
     P = 2 if CPLX else 1
-    kb = (pid_b * K + k).to(tl.int64) * (P * ND)
-    bias = tl.load(bias_ptr + dch).to(tl.float32) if HAS_BIAS else 0.0
-    Dv = tl.load(D_ptr + dch).to(tl.float32) if HAS_D else 0.0
     scale = 2.0 if CPLX else 1.0
     t_start = k * Lc
     t_end = tl.minimum(L, t_start + Lc)
@@ -64,12 +59,9 @@ def scan_bwd_kernel(
         for j in range(ns):
             t0 = t_start + (ns - 1 - j) * BT
             for i in tl.static_range(BT - 1, -1, -1):
-                t = t0 + i
-                m = (zd + t) < t_end
-                so = (pid_b * L + t).to(tl.int64) * d + dch
-                bo = (bg * L + t).to(tl.int64) * (N * cw) + n * cw
-                dt, sig, uu, br, bi, cr, ci = step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, m,
-                                                        nmask & ((zn + t) < t_end), bias, HAS_BIAS, SOFTPLUS, CPLX)
+                so, m, dt, sig, uu, br, bi, cr, ci = step_load(delta_ptr, u_ptr, b_ptr, c_ptr, pid_b, bg, t0 + i, t_end,
+                                                              L, d, N, dch, n, nmask, zd, zn, bias, HAS_BIAS,
+                                                              SOFTPLUS, CPLX)
                 dy, g, zz, s = _gate(dout_ptr, z_ptr, so, m, HAS_Z)
                 a_r, a_i = decay(dt, ar, ai, CPLX)
                 sdy = (scale * dy)[None, :]
@@ -89,12 +81,9 @@ def scan_bwd_kernel(
             store_state(scratch_ptr, (pid_b * NSUB + sub0 + j).to(tl.int64) * (P * ND), T2, hr, hi, m2, ND, CPLX)
             if j < ns - 1:
                 for i in tl.static_range(BT):
-                    t = t_start + j * BT + i
-                    so = (pid_b * L + t).to(tl.int64) * d + dch
-                    bo = (bg * L + t).to(tl.int64) * (N * cw) + n * cw
-                    dt, sig, uu, br, bi, cr, ci = step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, (zd + t) < t_end,
-                                                            nmask & ((zn + t) < t_end), bias, HAS_BIAS, SOFTPLUS,
-                                                            CPLX)
+                    so, m, dt, sig, uu, br, bi, cr, ci = step_load(
+                        delta_ptr, u_ptr, b_ptr, c_ptr, pid_b, bg, t_start + j * BT + i, t_end, L, d, N, dch, n,
+                        nmask, zd, zn, bias, HAS_BIAS, SOFTPLUS, CPLX)
                     a_r, a_i = decay(dt, ar, ai, CPLX)
                     hr, hi = advance(hr, hi, a_r, a_i, dt, uu, br, bi, CPLX)
         dA_r = tl.zeros([BN, BD], tl.float32)
@@ -115,12 +104,9 @@ def scan_bwd_kernel(
             AI = ()
             IN = ()
             for i in tl.static_range(BT):
-                t = t0 + i
-                so = (pid_b * L + t).to(tl.int64) * d + dch
-                bo = (bg * L + t).to(tl.int64) * (N * cw) + n * cw
-                inp = step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, (zd + t) < t_end,
-                                 nmask & ((zn + t) < t_end), bias, HAS_BIAS, SOFTPLUS, CPLX)
-                dt, sig, uu, br, bi, cr, ci = inp
+                so, m, dt, sig, uu, br, bi, cr, ci = step_load(delta_ptr, u_ptr, b_ptr, c_ptr, pid_b, bg, t0 + i, t_end,
+                                                              L, d, N, dch, n, nmask, zd, zn, bias, HAS_BIAS,
+                                                              SOFTPLUS, CPLX)
                 a_r, a_i = decay(dt, ar, ai, CPLX)
                 PR = PR + (hr,)
                 PI = PI + (hi,)
@@ -129,7 +115,7 @@ def scan_bwd_kernel(
                 HI = HI + (hi,)
                 AR = AR + (a_r,)
                 AI = AI + (a_i,)
-                IN = IN + (inp,)
+                IN = IN + ((dt, sig, uu, br, bi, cr, ci),)
             for i in tl.static_range(BT - 1, -1, -1):
                 t = t0 + i
                 m = (zd + t) < t_end

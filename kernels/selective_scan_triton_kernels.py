@@ -50,11 +50,16 @@ def _softplus_sig(x, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
-def step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, m, nm, bias,
-               HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CPLX: tl.constexpr):
-    """Inputs of one step: dt (after bias+softplus, 0 where masked), sigmoid, u, B (re, im), C (re, im).
-    so (BD,) / bo (BN,) are the step's offsets; m / nm their masks, built as vectors (the interpreter
-    rejects scalar masks)."""
+def step_load(delta_ptr, u_ptr, b_ptr, c_ptr, pid_b, bg, t, t_end, L, d, N, dch, n, nmask, zd, zn, bias,
+              HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CPLX: tl.constexpr):
+    """Inputs of time step t (masked off at t >= t_end): so, the step's (BD,) offsets into the (b, L, d)
+    sequences, and m their mask; dt (after bias+softplus, 0 where masked), sigmoid, u, B (re, im), C (re, im).
+    Masks are built as vectors from the zero rows zd / zn (the interpreter rejects scalar masks)."""
+    cw = 2 if CPLX else 1
+    m = (zd + t) < t_end
+    nm = nmask & ((zn + t) < t_end)
+    so = (pid_b * L + t).to(tl.int64) * d + dch
+    bo = (bg * L + t).to(tl.int64) * (N * cw) + n * cw
     dt = tl.load(delta_ptr + so, mask=m, other=0.0).to(tl.float32)
     if HAS_BIAS:
         dt = dt + bias
@@ -71,7 +76,7 @@ def step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, m, nm, bias,
         cr = tl.load(c_ptr + bo, mask=nm, other=0.0).to(tl.float32)
         bi = br
         ci = cr
-    return dt, sig, uu, br, bi, cr, ci
+    return so, m, dt, sig, uu, br, bi, cr, ci
 
 
 @triton.jit
@@ -140,15 +145,22 @@ def store_state(ptr, base, T2, hr, hi, mask, ND, CPLX: tl.constexpr):
 
 
 @triton.jit
-def prologue(A_ptr, pid_b, blk, d, N, G, dpg, xz, BD: tl.constexpr, BN: tl.constexpr, CPLX: tl.constexpr,
-              SCALAR_D: tl.constexpr, EVEN_N: tl.constexpr):
-    """Channel/state indices, (BN, BD) A tiles, group row of B/C, and the planar state tile offsets.
+def prologue(A_ptr, bias_ptr, D_ptr, d, N, G, dpg, K, xz, BD: tl.constexpr, BN: tl.constexpr,
+             CPLX: tl.constexpr, SCALAR_D: tl.constexpr, EVEN_N: tl.constexpr, HAS_BIAS: tl.constexpr,
+             HAS_D: tl.constexpr):
+    """What every scan program starts with: its batch row, channel block and time chunk (pid_b, blk, k:
+    grid (b * d // BD, K)), channel/state indices, (BN, BD) A tiles, the group row of B/C, the planar state
+    tile offsets, the chunk's (P, N, d) state slot kb, and its channels' delta bias and D (0 when absent).
 
     SCALAR_D: channel lanes are xor-ed with xz (always 0 at run time). The compiler then cannot prove
     them contiguous, so it gives each thread one channel and all its N states (no vector width along
     dim) instead of 4 channels x N/4 states: the per-channel work of a step (loads, softplus, gate,
     store) is then done once per channel rather than once per thread sharing that channel, and the
     sums over N stay inside a thread. Hardware still coalesces the lanes' neighbouring addresses."""
+    nblk = d // BD
+    pid_b = tl.program_id(0) // nblk
+    blk = tl.program_id(0) % nblk
+    k = tl.program_id(1)
     lane = tl.arange(0, BD)
     if SCALAR_D:
         lane = lane ^ xz
@@ -166,7 +178,11 @@ def prologue(A_ptr, pid_b, blk, d, N, G, dpg, xz, BD: tl.constexpr, BN: tl.const
     ND = N * d
     ar, ai = load_state(A_ptr, 0, T2, m2, ND, CPLX)  # A is passed as planar (re, [im]) x (N, d)
     bg = pid_b * G + (blk * BD) // dpg  # BD divides channels-per-group: one B/C group per program
-    return dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn
+    P = 2 if CPLX else 1
+    kb = (pid_b * K + k).to(tl.int64) * (P * ND)  # this chunk's (P, N, d) state slot
+    bias = tl.load(bias_ptr + dch).to(tl.float32) if HAS_BIAS else 0.0
+    Dv = tl.load(D_ptr + dch).to(tl.float32) if HAS_D else 0.0
+    return pid_b, blk, k, dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn, kb, bias, Dv
 
 
 @triton.jit
@@ -179,16 +195,9 @@ def scan_fwd_kernel(
     SCALAR_D: tl.constexpr, EVEN_N: tl.constexpr,
 ):
     """LOCAL: chunk end state from h=0 and sum(dt) -> hend, dsum.  Else: out + last state from hstart."""
-    nblk = d // BD
-    pid_b = tl.program_id(0) // nblk
-    blk = tl.program_id(0) % nblk
-    k = tl.program_id(1)
-    dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn = prologue(A_ptr, pid_b, blk, d, N, G, dpg, xz, BD, BN, CPLX, SCALAR_D, EVEN_N)
-    cw = 2 if CPLX else 1
+    pid_b, blk, k, dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn, kb, bias, Dv = prologue(
+        A_ptr, bias_ptr, D_ptr, d, N, G, dpg, K, xz, BD, BN, CPLX, SCALAR_D, EVEN_N, HAS_BIAS, HAS_D)
     P = 2 if CPLX else 1
-    kb = (pid_b * K + k).to(tl.int64) * (P * ND)  # this chunk's (P, N, d) state slot
-    bias = tl.load(bias_ptr + dch).to(tl.float32) if HAS_BIAS else 0.0
-    Dv = tl.load(D_ptr + dch).to(tl.float32) if HAS_D else 0.0
     if LOCAL:
         hr = tl.zeros([BN, BD], tl.float32)
         hi = tl.zeros([BN, BD], tl.float32)
@@ -199,12 +208,8 @@ def scan_fwd_kernel(
     t_end = tl.minimum(L, t_start + Lc)
     for t0 in range(t_start, t_end, BT):
         for i in tl.static_range(BT):
-            t = t0 + i
-            m = (zd + t) < t_end
-            so = (pid_b * L + t).to(tl.int64) * d + dch
-            bo = (bg * L + t).to(tl.int64) * (N * cw) + n * cw
-            dt, sig, uu, br, bi, cr, ci = step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, m,
-                                                    nmask & ((zn + t) < t_end), bias, HAS_BIAS, SOFTPLUS, CPLX)
+            so, m, dt, sig, uu, br, bi, cr, ci = step_load(delta_ptr, u_ptr, b_ptr, c_ptr, pid_b, bg, t0 + i, t_end, L, d,
+                                                          N, dch, n, nmask, zd, zn, bias, HAS_BIAS, SOFTPLUS, CPLX)
             a_r, a_i = decay(dt, ar, ai, CPLX)
             hr, hi = advance(hr, hi, a_r, a_i, dt, uu, br, bi, CPLX)
             if LOCAL:

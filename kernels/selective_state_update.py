@@ -71,20 +71,9 @@ def selective_state_update_ref(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, 
     return out[..., 0].to(x.dtype)
 
 
-def selective_state_update(
-    state: Tensor,
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    dt_bias: Tensor | None = None,
-    dt_softplus: bool = False,
-    *,
-    backend: str = "auto",
-) -> Tensor:
+def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                           D: Tensor | None = None, z: Tensor | None = None, dt_bias: Tensor | None = None,
+                           dt_softplus: bool = False, *, backend: str = "auto") -> Tensor:
     """One recurrent step of the selective SSM; ``state`` is updated in place.
 
     Args:
