@@ -9,6 +9,7 @@ import soundfile as sf
 
 from mambaseq.audio import AudioError
 from mambaseq.data_prep import sc09
+from seeding import current_seed
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
                                   reason="needs espeak-ng and sox (apt-get install -y espeak-ng sox)")
@@ -16,7 +17,7 @@ needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.wh
 
 @needs_espeak
 def test_synthetic_split_by_voice_and_idempotent(tmp_path):
-    params = sc09.SynthParams(accents_per_voice=1, max_voices=8, seed=int(np.random.default_rng().integers(1000)))
+    params = sc09.SynthParams(accents_per_voice=1, max_voices=8, seed=int(np.random.default_rng(current_seed()).integers(1000)))
     out = sc09.build_synthetic(tmp_path / "d", params, workers=2)
     m = json.loads((out / "manifest.json").read_text())
     assert m["synthetic"] is True and "SYNTHETIC" in m["note"]
@@ -41,7 +42,7 @@ def test_synthetic_split_by_voice_and_idempotent(tmp_path):
 
 
 def _fake_speech_commands(root, stereo_44k=False, bad=None):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(current_seed())
     files = []
     for d in sc09.DIGITS:
         (root / d).mkdir(parents=True)
@@ -94,7 +95,7 @@ def test_missing_tools_message(monkeypatch, tmp_path):
 
 def test_prebuilt_set_needs_no_tools(monkeypatch, tmp_path):
     """A set built elsewhere (e.g. carried to a GPU machine without espeak-ng/sox) is reused as it is."""
-    params = sc09.SynthParams(max_voices=int(np.random.default_rng().integers(1, 50)))
+    params = sc09.SynthParams(max_voices=int(np.random.default_rng(current_seed()).integers(1, 50)))
     pdict = {"kind": "synthetic-espeak", **sc09.asdict(params)}
     out = tmp_path / "d"
     out.mkdir()

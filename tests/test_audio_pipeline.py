@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 
 from mambaseq.pipelines import audio
+from seeding import current_seed
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
@@ -57,7 +58,7 @@ def test_time_stop_before_first_log(tmp_path):
     (the GPU recipe is time-bounded; a slow start must not crash the run after training)."""
     from mambaseq.data_prep import sc09
 
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(current_seed())
     d = tmp_path / "data"
     d.mkdir()
     for s, n in zip(sc09.SPLITS, (6, 2, 2)):
