@@ -1,4 +1,11 @@
-"""Model configuration: one typed dataclass with named sizes (``MambaConfig.from_name("debug")``)."""
+"""Model configuration: typed dataclasses, read from and written to a checkpoint's config.json.
+
+* ``MambaBlockConfig``: the options of one residual Mamba block, declared once;
+* ``MambaConfig(MambaBlockConfig)``: the Mamba backbone and its heads, with named sizes
+  (``MambaConfig.from_name("debug")``); ``SaShiMiConfig(MambaBlockConfig)`` lives beside its model in
+  ``mambaseq.sashimi``;
+* ``ConfigFile``: the config.json I/O both share; ``CONFIG_NAME`` / ``WEIGHTS_NAME``: a checkpoint folder's files.
+"""
 
 from __future__ import annotations
 
