@@ -19,3 +19,13 @@ def _global_rngs_seeded_by_test_id(request: pytest.FixtureRequest) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test: hundreds of tiny step ops (decoding) run faster without hand-offs
+    between threads, and timings on a busy 2-core CI box stay steady."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,13 +13,7 @@ from seeding import current_seed
 from tolerances import CLOSE, SAMPLING_FREQUENCY
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # sampling runs hundreds of tiny step ops: one thread avoids hand-off overhead on a busy 2-core box
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # hundreds of tiny step ops
 
 
 def _rand_logits(*shape):

@@ -17,13 +17,7 @@ CASES = [  # (complex, pool, L): L not a multiple of the total pool on purpose, 
 IDS = [f"{'cplx' if c else 'real'}-pool{'x'.join(map(str, p))}-L{L}" for c, p, L in CASES]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # hundreds of tiny step ops: one thread avoids hand-off overhead (and noisy timings on a busy CI box)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # hundreds of tiny step ops
 
 
 def _model(complex_, pool):

@@ -22,12 +22,7 @@ from tolerances import CLOSE, LOGIT_GAP
 KINDS = ["real", "complex", "sashimi"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # hundreds of tiny step ops
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # hundreds of tiny step ops
 
 
 def _seed(request) -> int:
