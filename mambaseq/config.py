@@ -55,11 +55,12 @@ class ConfigFile:
     The file is one flat JSON object: the dataclass fields plus the metadata keys (``METADATA_KEYS``)."""
 
     def updated(self, **overrides: Any):
-        """A validated copy with ``overrides`` set. Raises ValueError naming a field that does not exist."""
+        """A validated copy with ``overrides`` set. Raises ValueError naming a field that does not exist (with
+        the closest field name), or a value the fields reject."""
         known = {f.name for f in dataclasses.fields(self)}
-        for k in overrides:
-            if k not in known:
-                raise ValueError(f"from_pretrained: unknown config field {k!r}")
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(_unknown_keys_message(type(self).__name__, unknown, known))
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
