@@ -1,9 +1,14 @@
 """Selective-scan and convolution ops: public functions, their PyTorch oracles, the CPU path and Triton kernels.
 
-    selective_scan.py         public op: checks, layout, backend dispatch
-    selective_scan_ref.py     the oracle: per-step loop (tests compare everything with it)
-    selective_scan_cpu.py     backend="reference": chunked, segmented scan with a hand-written backward
-    selective_scan_triton*.py backend="triton": fused GPU kernels (forward, backward, launch planning)
+    selective_scan.py             public op: checks, layout, backend dispatch
+    selective_scan_ref.py         its oracle: the per-step loop every other path is tested against
+    selective_scan_cpu.py         backend="reference": chunked, segmented scan with a hand-written backward
+    selective_scan_triton*.py     backend="triton": fused GPU kernels (launcher, forward, backward)
+    selective_state_update*.py    one decoding step of the SSM (oracle: one step of selective_scan_ref)
+    causal_conv1d*.py             the block's short convolution and its decoding update
+                                  (oracle ``causal_conv1d_naive``; ``causal_conv1d_ref`` is its CPU path)
+    mamba_step*.py                the block's fused decoding step and residual add + RMSNorm
+    backend.py, checks.py         backend choice (auto | triton | reference, logged once); argument checks
 """
 
 from .backend import BACKENDS, resolve_backend
