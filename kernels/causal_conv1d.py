@@ -20,27 +20,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backend import resolve_backend
+from .checks import check
 
 _ACTIVATIONS = (None, "silu", "swish")
 
 
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
-
 def _validate(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | None, x_dims: int) -> None:
     what = "(batch, dim, L)" if x_dims == 3 else "(batch, dim)"
-    _check(isinstance(x, Tensor) and x.dim() == x_dims, f"x must be {what}; got {getattr(x, 'shape', x)}")
-    _check(x.is_floating_point(), f"x must be a floating tensor; got {x.dtype}")
-    _check(
+    check(isinstance(x, Tensor) and x.dim() == x_dims, f"x must be {what}; got {getattr(x, 'shape', x)}")
+    check(x.is_floating_point(), f"x must be a floating tensor; got {x.dtype}")
+    check(
         isinstance(weight, Tensor) and weight.dim() == 2 and weight.shape[0] == x.shape[1],
         f"weight must be (dim={x.shape[1]}, width); got {tuple(getattr(weight, 'shape', ()))}",
     )
-    _check(2 <= weight.shape[1] <= 4, f"weight: width must be in 2..4; got {weight.shape[1]}")
+    check(2 <= weight.shape[1] <= 4, f"weight: width must be in 2..4; got {weight.shape[1]}")
     if bias is not None:
-        _check(tuple(bias.shape) == (x.shape[1],), f"bias must be (dim={x.shape[1]},); got {tuple(bias.shape)}")
-    _check(activation in _ACTIVATIONS, f"activation must be one of {_ACTIVATIONS}; got {activation!r}")
+        check(tuple(bias.shape) == (x.shape[1],), f"bias must be (dim={x.shape[1]},); got {tuple(bias.shape)}")
+    check(activation in _ACTIVATIONS, f"activation must be one of {_ACTIVATIONS}; got {activation!r}")
 
 
 def causal_conv1d_naive(
@@ -114,14 +110,8 @@ def causal_conv1d_ref(
     return _CausalConv1dRef.apply(x, weight, bias, activation is not None)
 
 
-def causal_conv1d(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    activation: str | None = None,
-    *,
-    backend: str = "auto",
-) -> Tensor:
+def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None, *,
+                  backend: str = "auto") -> Tensor:
     """Causal depthwise conv1d, optional SiLU.
 
     Args:
@@ -158,15 +148,8 @@ def causal_conv1d_update_ref(
     return out.to(x.dtype)
 
 
-def causal_conv1d_update(
-    x: Tensor,
-    conv_state: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    activation: str | None = None,
-    *,
-    backend: str = "auto",
-) -> Tensor:
+def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None = None,
+                         activation: str | None = None, *, backend: str = "auto") -> Tensor:
     """One decoding step of the causal conv.
 
     Args:
@@ -178,7 +161,7 @@ def causal_conv1d_update(
     _validate(x, weight, bias, activation, 2)
     b, d = x.shape
     width = weight.shape[1]
-    _check(
+    check(
         isinstance(conv_state, Tensor) and tuple(conv_state.shape) == (b, d, width),
         f"conv_state must be (batch={b}, dim={d}, width={width}); got {tuple(getattr(conv_state, 'shape', ()))}",
     )

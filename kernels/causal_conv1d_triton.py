@@ -17,16 +17,36 @@ from .backend import triton_interpret
 
 
 @triton.jit
+def _tile(d, L, BD: tl.constexpr, BL: tl.constexpr):
+    """A program's (BD channels x BL steps) tile of the (b, d, L) grid (b * cdiv(d, BD), cdiv(L, BL)): batch
+    row, channels and their mask, time positions s, and each channel's row offset into x."""
+    nbd = tl.cdiv(d, BD)
+    pid_b = tl.program_id(0) // nbd
+    dch = (tl.program_id(0) % nbd) * BD + tl.arange(0, BD)
+    dmask = dch < d
+    s = tl.program_id(1) * BL + tl.arange(0, BL)
+    row = (pid_b * d + dch).to(tl.int64) * L
+    return pid_b, dch, dmask, s, row
+
+
+@triton.jit
+def _taps(x_ptr, w_ptr, row, dch, dmask, s, L, k, W: tl.constexpr):
+    """Tap k at positions s: x[s - (W-1) + k] (0 outside [0, L)) as a (BD, BL) tile, and w[:, k] (BD,)."""
+    p = s - (W - 1) + k
+    xk = tl.load(x_ptr + row[:, None] + p[None, :], mask=dmask[:, None] & ((p >= 0) & (p < L))[None, :],
+                 other=0.0).to(tl.float32)
+    wk = tl.load(w_ptr + dch * W + k, mask=dmask, other=0.0).to(tl.float32)
+    return xk, wk
+
+
+@triton.jit
 def _pre(x_ptr, w_ptr, bias_ptr, row, dch, dmask, s, L, W: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """Pre-activation at positions s (BL,): bias + sum_k w[:, k] x[s - (W-1) + k]; also the x taps."""
+    """Pre-activation at positions s (BL,): bias + sum_k w[:, k] x[s - (W-1) + k]."""
     acc = tl.zeros([row.shape[0], s.shape[0]], tl.float32)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + dch, mask=dmask, other=0.0).to(tl.float32)[:, None]
     for k in tl.static_range(W):
-        p = s - (W - 1) + k
-        xk = tl.load(x_ptr + row[:, None] + p[None, :], mask=dmask[:, None] & ((p >= 0) & (p < L))[None, :],
-                     other=0.0).to(tl.float32)
-        wk = tl.load(w_ptr + dch * W + k, mask=dmask, other=0.0).to(tl.float32)
+        xk, wk = _taps(x_ptr, w_ptr, row, dch, dmask, s, L, k, W)
         acc += wk[:, None] * xk
     return acc
 
@@ -35,12 +55,7 @@ def _pre(x_ptr, w_ptr, bias_ptr, row, dch, dmask, s, L, W: tl.constexpr, HAS_BIA
 def _conv_fwd_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, d, L,
                      W: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
                      BD: tl.constexpr, BL: tl.constexpr):
-    nbd = tl.cdiv(d, BD)
-    pid_b = tl.program_id(0) // nbd
-    dch = (tl.program_id(0) % nbd) * BD + tl.arange(0, BD)
-    dmask = dch < d
-    s = tl.program_id(1) * BL + tl.arange(0, BL)
-    row = (pid_b * d + dch).to(tl.int64) * L
+    pid_b, dch, dmask, s, row = _tile(d, L, BD, BL)
     y = _pre(x_ptr, w_ptr, bias_ptr, row, dch, dmask, s, L, W, HAS_BIAS)
     if ACT:
         y = y * tl.sigmoid(y)
@@ -65,24 +80,15 @@ def _gpre(x_ptr, w_ptr, bias_ptr, g_ptr, row, dch, dmask, s, L, W: tl.constexpr,
 def _conv_bwd_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, dx_ptr, dw_ptr, db_ptr, d, L, NLB,
                      W: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
                      BD: tl.constexpr, BL: tl.constexpr):
-    nbd = tl.cdiv(d, BD)
-    pid_b = tl.program_id(0) // nbd
-    dch = (tl.program_id(0) % nbd) * BD + tl.arange(0, BD)
-    dmask = dch < d
-    lb = tl.program_id(1)
-    s = lb * BL + tl.arange(0, BL)
-    row = (pid_b * d + dch).to(tl.int64) * L
-    part = ((pid_b * NLB + lb) * d + dch).to(tl.int64)  # (batch, time block, d) partial rows
+    pid_b, dch, dmask, s, row = _tile(d, L, BD, BL)
+    part = ((pid_b * NLB + tl.program_id(1)) * d + dch).to(tl.int64)  # (batch, time block, d) partial rows
     g0 = _gpre(x_ptr, w_ptr, bias_ptr, g_ptr, row, dch, dmask, s, L, W, HAS_BIAS, ACT)
     if HAS_BIAS:
         tl.store(db_ptr + part, tl.sum(g0, axis=1), mask=dmask)
     dx = tl.zeros([BD, BL], tl.float32)
     for k in tl.static_range(W):
-        p = s - (W - 1) + k
-        xk = tl.load(x_ptr + row[:, None] + p[None, :], mask=dmask[:, None] & ((p >= 0) & (p < L))[None, :],
-                     other=0.0).to(tl.float32)
+        xk, wk = _taps(x_ptr, w_ptr, row, dch, dmask, s, L, k, W)
         tl.store(dw_ptr + part * W + k, tl.sum(g0 * xk, axis=1), mask=dmask)
-        wk = tl.load(w_ptr + dch * W + k, mask=dmask, other=0.0).to(tl.float32)
         # dx[t] gets w[k] * gpre[t + W-1-k]
         if k == W - 1:
             gk = g0

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backend import resolve_backend
-from .selective_scan import _shape
-from .selective_state_update import _check, selective_state_update_ref
+from .checks import check, shape_of
+from .selective_state_update import selective_state_update_ref
 
 
 def ssm_step_ref(state: Tensor, x: Tensor, x_dbl: Tensor, z: Tensor | None, dt_weight: Tensor, dt_bias: Tensor,
@@ -58,21 +58,21 @@ def ssm_step(state: Tensor, x: Tensor, x_dbl: Tensor, z: Tensor | None, dt_weigh
     Raises:
         ValueError: on a shape or dtype mismatch (message names the argument and both shapes).
     """
-    _check(isinstance(state, Tensor) and state.dim() == 3, f"state must be (batch, dim, N); got {_shape(state)}")
+    check(isinstance(state, Tensor) and state.dim() == 3, f"state must be (batch, dim, N); got {shape_of(state)}")
     b, d, N = state.shape
     cplx = A_imag is not None
-    _check(state.dtype == (torch.complex64 if cplx else torch.float32),
+    check(state.dtype == (torch.complex64 if cplx else torch.float32),
            f"state must be {'complex64' if cplx else 'float32'}; got {state.dtype}")
     R = dt_weight.shape[1] if dt_weight.dim() == 2 else -1
-    _check(tuple(dt_weight.shape) == (d, R), f"dt_weight must be (dim={d}, R); got {_shape(dt_weight)}")
+    check(tuple(dt_weight.shape) == (d, R), f"dt_weight must be (dim={d}, R); got {shape_of(dt_weight)}")
     for name, t in (("x", x), ("z", z)):
-        _check(t is None or tuple(t.shape) == (b, d), f"{name} must be (batch={b}, dim={d}); got {_shape(t)}")
+        check(t is None or tuple(t.shape) == (b, d), f"{name} must be (batch={b}, dim={d}); got {shape_of(t)}")
     n_in = R + (4 if cplx else 2) * N
-    _check(tuple(x_dbl.shape) == (b, n_in), f"x_dbl must be (batch={b}, {n_in}); got {_shape(x_dbl)}")
+    check(tuple(x_dbl.shape) == (b, n_in), f"x_dbl must be (batch={b}, {n_in}); got {shape_of(x_dbl)}")
     for name, t in (("A_log", A_log), ("A_imag", A_imag)):
-        _check(t is None or tuple(t.shape) == (d, N), f"{name} must be (dim={d}, N={N}); got {_shape(t)}")
+        check(t is None or tuple(t.shape) == (d, N), f"{name} must be (dim={d}, N={N}); got {shape_of(t)}")
     for name, t in (("dt_bias", dt_bias), ("D", D)):
-        _check(tuple(t.shape) == (d,), f"{name} must be (dim={d},); got {_shape(t)}")
+        check(tuple(t.shape) == (d,), f"{name} must be (dim={d},); got {shape_of(t)}")
     if resolve_backend("ssm_step", backend, x) == "triton":
         from .mamba_step_triton import ssm_step_triton
 
@@ -98,9 +98,9 @@ def add_rms_norm(x: Tensor, residual: Tensor | None, weight: Tensor, eps: float 
     Raises:
         ValueError: on mismatched shapes.
     """
-    _check(isinstance(x, Tensor) and x.dim() == 2, f"x must be (batch, d); got {_shape(x)}")
-    _check(residual is None or residual.shape == x.shape, f"residual must be {tuple(x.shape)}; got {_shape(residual)}")
-    _check(tuple(weight.shape) == (x.shape[1],), f"weight must be ({x.shape[1]},); got {_shape(weight)}")
+    check(isinstance(x, Tensor) and x.dim() == 2, f"x must be (batch, d); got {shape_of(x)}")
+    check(residual is None or residual.shape == x.shape, f"residual must be {tuple(x.shape)}; got {shape_of(residual)}")
+    check(tuple(weight.shape) == (x.shape[1],), f"weight must be ({x.shape[1]},); got {shape_of(weight)}")
     if resolve_backend("add_rms_norm", backend, x) == "triton":
         from .mamba_step_triton import add_rms_norm_triton
 

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .selective_state_update_triton import _softplus, _update_cplx, _update_real, step_blocks
+from .selective_state_update_triton import softplus, update_cplx, update_real, step_blocks
 
 
 @triton.jit
@@ -38,7 +38,7 @@ def _ssm_step_kernel(state_ptr, x_ptr, xdbl_ptr, z_ptr, dtw_ptr, dtb_ptr, alog_p
     wt = tl.load(dtw_ptr + dch[:, None] * R + r[None, :], mask=dmask[:, None] & (r < R)[None, :],
                  other=0.0).to(tl.float32)
     dt = tl.sum(wt * dtl[None, :], axis=1) + tl.load(dtb_ptr + dch, mask=dmask, other=0.0).to(tl.float32)
-    dt = _softplus(dt)
+    dt = softplus(dt)
     xv = tl.load(x_ptr + pb * sx + dch, mask=dmask, other=0.0).to(tl.float32)
     dtx = (dt * xv)[:, None]
     ar = -tl.exp(tl.load(alog_ptr + a_off, mask=m2, other=0.0).to(tl.float32))
@@ -50,14 +50,14 @@ def _ssm_step_kernel(state_ptr, x_ptr, xdbl_ptr, z_ptr, dtw_ptr, dtb_ptr, alog_p
         ci = tl.load(xd + R + 3 * N + n, mask=nmask, other=0.0).to(tl.float32)[None, :]
         hr = tl.load(state_ptr + 2 * st, mask=m2, other=0.0)
         hi = tl.load(state_ptr + 2 * st + 1, mask=m2, other=0.0)
-        hr, hi, y = _update_cplx(hr, hi, dt, dtx, ar, ai, br, bi, cr, ci)
+        hr, hi, y = update_cplx(hr, hi, dt, dtx, ar, ai, br, bi, cr, ci)
         tl.store(state_ptr + 2 * st, hr, mask=m2)
         tl.store(state_ptr + 2 * st + 1, hi, mask=m2)
     else:  # x_dbl = [dt_low | B | C]
         bv = tl.load(xd + R + n, mask=nmask, other=0.0).to(tl.float32)[None, :]
         cv = tl.load(xd + R + N + n, mask=nmask, other=0.0).to(tl.float32)[None, :]
         h = tl.load(state_ptr + st, mask=m2, other=0.0)
-        h, y = _update_real(h, dt, dtx, ar, bv, cv)
+        h, y = update_real(h, dt, dtx, ar, bv, cv)
         tl.store(state_ptr + st, h, mask=m2)
     y += tl.load(D_ptr + dch, mask=dmask, other=0.0).to(tl.float32) * xv
     if HAS_Z:

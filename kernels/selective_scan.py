@@ -7,24 +7,19 @@ keyword-only ``initial_state`` that seeds h_0 and receives a gradient.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .backend import resolve_backend
-from .selective_scan_ref import scan_core_ref
+from .checks import check, shape_of
+from .selective_scan_cpu import selective_scan_cpu
 
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
-
 def _normalise_bc(name: str, X: Tensor, b: int, d: int, n: int, L: int, cplx: bool) -> Tensor:
     """B/C -> (b, g, N, L); complex when A is complex (accepts mamba-ssm's interleaved (.., N, 2L))."""
-    _check(isinstance(X, Tensor), f"{name} must be a tensor")
-    _check(
+    check(isinstance(X, Tensor), f"{name} must be a tensor")
+    check(
         X.dim() in (3, 4),
         f"{name} must be input-dependent with shape (batch, N, L) or (batch, groups, N, L); "
         f"got shape {tuple(X.shape)}",
@@ -32,22 +27,22 @@ def _normalise_bc(name: str, X: Tensor, b: int, d: int, n: int, L: int, cplx: bo
     if X.dim() == 3:
         X = X.unsqueeze(1)
     if cplx and not X.is_complex():
-        _check(
+        check(
             X.shape[-1] == 2 * L,
             f"{name}: with complex A, a real {name} must be interleaved (batch, [groups,] N, 2L) "
             f"with 2L={2 * L}; got shape {tuple(X.shape)}",
         )
         X = torch.view_as_complex(X.float().unflatten(-1, (L, 2)).contiguous())
-    _check(
+    check(
         X.is_complex() == cplx,
         f"{name} must be {'complex' if cplx else 'real'} because A is {'complex' if cplx else 'real'}",
     )
-    _check(
+    check(
         X.shape[0] == b and X.shape[2] == n and X.shape[3] == L,
         f"{name} must have shape (batch={b}, [groups,] N={n}, L={L}); got {tuple(X.shape)}",
     )
     g = X.shape[1]
-    _check(g >= 1 and d % g == 0, f"{name}: groups={g} must divide dim={d}")
+    check(g >= 1 and d % g == 0, f"{name}: groups={g} must divide dim={d}")
     return X
 
 
@@ -89,17 +84,17 @@ def selective_scan(
         >>> selective_scan(u, dt, A, B, C).shape
         torch.Size([2, 8, 32])
     """
-    _check(isinstance(u, Tensor) and u.dim() == 3, f"u must be (batch, dim, L); got {_shape(u)}")
-    _check(u.dtype in _FLOAT, f"u must be a floating tensor {_FLOAT}; got {u.dtype}")
+    check(isinstance(u, Tensor) and u.dim() == 3, f"u must be (batch, dim, L); got {shape_of(u)}")
+    check(u.dtype in _FLOAT, f"u must be a floating tensor {_FLOAT}; got {u.dtype}")
     b, d, L = u.shape
-    _check(L >= 1, "u: L must be >= 1")
-    _check(
+    check(L >= 1, "u: L must be >= 1")
+    check(
         isinstance(delta, Tensor) and tuple(delta.shape) == (b, d, L),
-        f"delta must have u's shape {(b, d, L)}; got {_shape(delta)}",
+        f"delta must have u's shape {(b, d, L)}; got {shape_of(delta)}",
     )
-    _check(delta.dtype in _FLOAT, f"delta must be floating; got {delta.dtype}")
-    _check(isinstance(A, Tensor) and A.dim() == 2 and A.shape[0] == d, f"A must be (dim={d}, N); got {_shape(A)}")
-    _check(
+    check(delta.dtype in _FLOAT, f"delta must be floating; got {delta.dtype}")
+    check(isinstance(A, Tensor) and A.dim() == 2 and A.shape[0] == d, f"A must be (dim={d}, N); got {shape_of(A)}")
+    check(
         A.dtype in (torch.float32, torch.float64, torch.complex64, torch.complex128),
         f"A must be float32 or complex64 (float64/complex128 for checks); got {A.dtype}",
     )
@@ -108,17 +103,17 @@ def selective_scan(
     B = _normalise_bc("B", B, b, d, n, L, cplx)
     C = _normalise_bc("C", C, b, d, n, L, cplx)
     if D is not None:
-        _check(tuple(D.shape) == (d,), f"D must be (dim={d},); got {_shape(D)}")
+        check(tuple(D.shape) == (d,), f"D must be (dim={d},); got {shape_of(D)}")
     if delta_bias is not None:
-        _check(tuple(delta_bias.shape) == (d,), f"delta_bias must be (dim={d},); got {_shape(delta_bias)}")
+        check(tuple(delta_bias.shape) == (d,), f"delta_bias must be (dim={d},); got {shape_of(delta_bias)}")
     if z is not None:
-        _check(tuple(z.shape) == (b, d, L), f"z must have u's shape {(b, d, L)}; got {_shape(z)}")
+        check(tuple(z.shape) == (b, d, L), f"z must have u's shape {(b, d, L)}; got {shape_of(z)}")
     if initial_state is not None:
-        _check(
+        check(
             tuple(initial_state.shape) == (b, d, n),
-            f"initial_state must be (batch={b}, dim={d}, N={n}); got {_shape(initial_state)}",
+            f"initial_state must be (batch={b}, dim={d}, N={n}); got {shape_of(initial_state)}",
         )
-        _check(
+        check(
             initial_state.is_complex() == cplx,
             f"initial_state must be {'complex' if cplx else 'real'} to match A",
         )
@@ -130,35 +125,5 @@ def selective_scan(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state
         )
     else:
-        out, last = _selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+        out, last = selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
     return (out, last) if return_last_state else out
-
-
-def _shape(x) -> str:
-    return str(tuple(x.shape)) if isinstance(x, Tensor) else type(x).__name__
-
-
-def _compute_dtype(u: Tensor) -> torch.dtype:
-    return torch.float64 if u.dtype == torch.float64 else torch.float32
-
-
-def _selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
-    """Reference path: fp32 (fp64 for fp64 inputs) state, autograd through ``scan_core_ref``."""
-    b, d, L = u.shape
-    n = A.shape[1]
-    ft = _compute_dtype(u)
-    ct = torch.complex128 if ft == torch.float64 else torch.complex64
-    sdt = ct if A.is_complex() else ft
-    uf = u.to(ft)
-    dt = delta.to(ft)
-    if delta_bias is not None:
-        dt = dt + delta_bias.to(ft)[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
-    h0 = initial_state.to(sdt) if initial_state is not None else uf.new_zeros(b, d, n, dtype=sdt)
-    y, last = scan_core_ref(uf, dt, A.to(sdt), B.to(sdt), C.to(sdt), h0)
-    if D is not None:
-        y = y + D.to(ft)[:, None] * uf
-    if z is not None:
-        y = y * F.silu(z.to(ft))
-    return y.to(u.dtype), last

@@ -8,16 +8,15 @@ the backward re-runs the recurrence from them (plus a transient checkpoint every
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import triton
 from torch import Tensor
 
-from .backend import triton_interpret
-from .selective_scan_triton_bwd import _scan_bwd_kernel
-from .selective_scan_triton_kernels import _combine_kernel, _scan_fwd_kernel, _transpose_kernel
+from .backend import num_sms, triton_interpret
+from .selective_scan_triton_bwd import scan_bwd_kernel
+from .selective_scan_triton_kernels import combine_kernel, scan_fwd_kernel, transpose_kernel
 
 # Launch parameters; None = the heuristics in _plan. The benchmark's --sweep overrides them to tune.
 TUNE: dict[str, int | None] = {
@@ -30,7 +29,7 @@ TUNE: dict[str, int | None] = {
     # per step and got slower when chunked (4.03 -> 4.65 ms), so it keeps the old threshold.
     "k1_min": 8, "k1_min_cplx": 3,
     "waves": 16,  # programs per SM the chunking aims for
-    "scalar_d": 0,  # 1: one channel per thread (see _prologue in the kernels); measured slower
+    "scalar_d": 0,  # 1: one channel per thread (see prologue in the kernels); measured slower
     "tile_f": 1024, "tile_b": 512, "tile_b_cplx": 256,  # BD*BN elements per program, forward / backward
     # One warp a program: the (N, BD) tile then never spans warps, so the per-step sums over N and
     # over channels are in-thread + shuffles, never a shared-memory round trip with a barrier.
@@ -39,11 +38,6 @@ TUNE: dict[str, int | None] = {
     # where it needs the parallelism itself (fewer than k1_min_b programs per SM), else from h0 alone.
     "k1_min_b": 3,
 }
-
-
-@functools.lru_cache(maxsize=None)
-def _num_sms(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def _next_pow2(x: int) -> int:
@@ -67,7 +61,7 @@ def _plan(b: int, d: int, L: int, dpg: int, N: int, cplx: bool, device: torch.de
         if interp:
             chunk_len = L
         else:
-            sms, progs = _num_sms(device.index or 0), b * (d // bd_f)
+            sms, progs = num_sms(device.index or 0), b * (d // bd_f)
             k1 = TUNE["k1_min_cplx" if cplx else "k1_min"]
             K = 1 if progs >= k1 * sms else -(-TUNE["waves"] * sms // progs)
             K = min(K, max(1, L // TUNE["min_chunk"]))
@@ -78,7 +72,7 @@ def _plan(b: int, d: int, L: int, dpg: int, N: int, cplx: bool, device: torch.de
     wf = 4 if interp else TUNE["wf"]
     wb = 4 if interp else TUNE["wb"]
     bwd_whole = (K > 1 and not interp and not forced
-                 and b * (d // bd_b) >= TUNE["k1_min_b"] * _num_sms(device.index or 0))
+                 and b * (d // bd_b) >= TUNE["k1_min_b"] * num_sms(device.index or 0))
     return BN, bd_f, bd_b, BT, Lc, K, wf, wb, bwd_whole
 
 
@@ -88,7 +82,7 @@ def _swap(x: Tensor) -> Tensor:
     b, R, C = x.shape
     out = torch.empty((b, C, R), device=x.device, dtype=x.dtype)
     if x.numel():
-        _transpose_kernel[(b, triton.cdiv(R, 64), triton.cdiv(C, 64))](x, out, R, C, BR=64, BC=64, num_warps=4)
+        transpose_kernel[(b, triton.cdiv(R, 64), triton.cdiv(C, 64))](x, out, R, C, BR=64, BC=64, num_warps=4)
     return out
 
 
@@ -121,6 +115,19 @@ def _unplanes(x: Tensor, cplx: bool) -> Tensor:
     """Inverse of ``_planes``: (.., [2,] N, dim) -> (.., dim, N), complex64 if cplx."""
     x = torch.complex(x.select(-3, 0), x.select(-3, 1)) if cplx else x.select(-3, 0)
     return x.transpose(-1, -2).contiguous()
+
+
+def _chain_chunks(local: Tensor, dsum: Tensor, A_: Tensor, start: Tensor, reverse: bool, BN: int) -> Tensor:
+    """Chain K time chunks run in parallel from zero: local (b, K, P, N, d) holds each chunk's own end state
+    (forward) or outgoing adjoint (reverse), dsum (b, K, d) its total step size. Returns each chunk's carry,
+    same shape: forward, its true start state from h0 = ``start`` (b, P, N, d); reverse, the gradient
+    entering it from its right, from dL/dh_last = ``start``."""
+    b, K, P, N, d = local.shape
+    carry = torch.empty_like(local)
+    cb = min(64, d & -d)
+    combine_kernel[(b * (d // cb),)](local, dsum, A_, start, carry, d, N, K, REVERSE=reverse, CPLX=P == 2, BD=cb,
+                                     BN=BN)
+    return carry
 
 
 def _row_stride(z_: Tensor | None, d: int) -> int:
@@ -168,17 +175,14 @@ def scan_forward(u_: Tensor, dl_: Tensor, z_: Tensor | None, A: Tensor, B_: Tens
     if K > 1:
         hend = torch.empty(kshape, **f32)
         dsum = torch.empty((b, K, d), **f32)
-        _scan_fwd_kernel[(b * (d // bd_f), K)](
+        scan_fwd_kernel[(b * (d // bd_f), K)](
             u_, dl_, dummy, B_, C_, A_, dummy, bias_ if bias_ is not None else dummy,
             dummy, dummy, hend, dsum, dummy, d, L, N, G, d // G, K, Lc, 0, sz,
             LOCAL=True, BD=bd_f, BT=BT[0], num_warps=wf, **flags)
-        hstart = torch.empty(kshape, **f32)
-        cb = min(64, d & -d)
-        _combine_kernel[(b * (d // cb),)](hend, dsum, A_, h0_, hstart, d, N, K,
-                                          REVERSE=False, CPLX=cplx, BD=cb, BN=BN)
+        hstart = _chain_chunks(hend, dsum, A_, h0_, reverse=False, BN=BN)
     else:
         hstart, dsum = h0_, None
-    _scan_fwd_kernel[(b * (d // bd_f), K)](
+    scan_fwd_kernel[(b * (d // bd_f), K)](
         u_, dl_, z_ if z_ is not None else dummy, B_, C_, A_, D_ if D_ is not None else dummy,
         bias_ if bias_ is not None else dummy, hstart, out, dummy, dummy, last,
         d, L, N, G, d // G, K, Lc, 0, sz, LOCAL=False, BD=bd_f, BT=BT[0], num_warps=wf, **flags)
@@ -216,14 +220,11 @@ def scan_backward(saved: tuple, u_: Tensor, dl_: Tensor, z_: Tensor | None, B_: 
                D_ if D_ is not None else dummy, bias_ if bias_ is not None else dummy, dout_)
     if K > 1:
         oflow = torch.empty(kshape, **f32)
-        _scan_bwd_kernel[grid](
+        scan_bwd_kernel[grid](
             *args_in, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy,
             dummy, oflow, dummy, dummy, d, L, N, G, d // G, K, Lc, 1, 0, sz,
             LOCAL=True, STORE_YZ=False, BD=BD, BT=BT[1], num_warps=wb, **flags)
-        gcarry = torch.empty(kshape, **f32)
-        cb = min(64, d & -d)
-        _combine_kernel[(b * (d // cb),)](oflow, dsum, A_, dlast_, gcarry, d, N, K,
-                                          REVERSE=True, CPLX=cplx, BD=cb, BN=BN)
+        gcarry = _chain_chunks(oflow, dsum, A_, dlast_, reverse=True, BN=BN)
     else:
         gcarry = dlast_
     nsub = -(-L // BT[1])
@@ -240,7 +241,7 @@ def scan_backward(saved: tuple, u_: Tensor, dl_: Tensor, z_: Tensor | None, B_: 
     dDp = torch.empty((b, K, d), **f32) if D_ is not None else None
     dbp = torch.empty((b, K, d), **f32) if bias_ is not None else None
     dh0 = torch.empty((b, P, N, d), **f32)
-    _scan_bwd_kernel[grid](
+    scan_bwd_kernel[grid](
         *args_in, hstart, gcarry, scratch, du, ddelta, dz_ if dz_ is not None else dummy, dBp, dCp, dAp,
         dDp if dDp is not None else dummy, dbp if dbp is not None else dummy, dummy, dh0,
         yz if yz is not None else dummy, d, L, N, G, d // G, K, Lc, nsub, 0, sz,

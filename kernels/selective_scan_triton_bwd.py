@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .selective_scan_triton_kernels import (
-    LN2, _advance, _decay, _load_state, _prologue, _step_load, _store_state,
+    LN2, advance, decay, load_state, prologue, step_load, store_state,
 )
 
 
@@ -33,7 +33,7 @@ def _gate(dout_ptr, z_ptr, so, zo, m, HAS_Z: tl.constexpr):
 
 
 @triton.jit
-def _scan_bwd_kernel(
+def scan_bwd_kernel(
     u_ptr, delta_ptr, z_ptr, b_ptr, c_ptr, A_ptr, D_ptr, bias_ptr, dout_ptr,
     hstart_ptr, gcarry_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, oflow_ptr, dh0_ptr, yz_ptr,
@@ -46,16 +46,11 @@ def _scan_bwd_kernel(
     Else: all gradients of chunk k, given the gradient entering from its right (gcarry).
     z and dz rows are ``sz`` elements apart (see the forward). STORE_YZ (needs HAS_Z): also write the gated
     output y * silu(z) to yz (b, L, d), recomputed here, so a caller need not keep it for its own backward."""
+    pid_b, blk, k, dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn, kb, bias, Dv = prologue(
+        A_ptr, bias_ptr, D_ptr, d, N, G, dpg, K, xz, BD, BN, CPLX, SCALAR_D, EVEN_N, HAS_BIAS, HAS_D)
     nblk = d // BD
-    pid_b = tl.program_id(0) // nblk
-    blk = tl.program_id(0) % nblk
-    k = tl.program_id(1)
-    dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn = _prologue(A_ptr, pid_b, blk, d, N, G, dpg, xz, BD, BN, CPLX, SCALAR_D, EVEN_N)
     cw = 2 if CPLX else 1
     P = 2 if CPLX else 1
-    kb = (pid_b * K + k).to(tl.int64) * (P * ND)
-    bias = tl.load(bias_ptr + dch).to(tl.float32) if HAS_BIAS else 0.0
-    Dv = tl.load(D_ptr + dch).to(tl.float32) if HAS_D else 0.0
     scale = 2.0 if CPLX else 1.0
     t_start = k * Lc
     t_end = tl.minimum(L, t_start + Lc)
@@ -66,15 +61,12 @@ def _scan_bwd_kernel(
         for j in range(ns):
             t0 = t_start + (ns - 1 - j) * BT
             for i in tl.static_range(BT - 1, -1, -1):
-                t = t0 + i
-                m = (zd + t) < t_end
-                so = (pid_b * L + t).to(tl.int64) * d + dch
-                bo = (bg * L + t).to(tl.int64) * (N * cw) + n * cw
-                dt, sig, uu, br, bi, cr, ci = _step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, m,
-                                                        nmask & ((zn + t) < t_end), bias, HAS_BIAS, SOFTPLUS, CPLX)
-                zo = (pid_b * L + t).to(tl.int64) * sz + dch
+                so, m, dt, sig, uu, br, bi, cr, ci = step_load(delta_ptr, u_ptr, b_ptr, c_ptr, pid_b, bg, t0 + i, t_end,
+                                                              L, d, N, dch, n, nmask, zd, zn, bias, HAS_BIAS,
+                                                              SOFTPLUS, CPLX)
+                zo = (pid_b * L + t0 + i).to(tl.int64) * sz + dch
                 dy, g, zz, s = _gate(dout_ptr, z_ptr, so, zo, m, HAS_Z)
-                a_r, a_i = _decay(dt, ar, ai, CPLX)
+                a_r, a_i = decay(dt, ar, ai, CPLX)
                 sdy = (scale * dy)[None, :]
                 if CPLX:
                     gr = Gr + sdy * cr[:, None]
@@ -82,24 +74,21 @@ def _scan_bwd_kernel(
                     Gr, Gi = a_r * gr + a_i * gi, a_r * gi - a_i * gr
                 else:
                     Gr = a_r * (Gr + sdy * cr[:, None])
-        _store_state(oflow_ptr, kb, T2, Gr, Gi, m2, ND, CPLX)
+        store_state(oflow_ptr, kb, T2, Gr, Gi, m2, ND, CPLX)
     else:
-        Gr, Gi = _load_state(gcarry_ptr, kb, T2, m2, ND, CPLX)
-        hr, hi = _load_state(hstart_ptr, kb, T2, m2, ND, CPLX)
+        Gr, Gi = load_state(gcarry_ptr, kb, T2, m2, ND, CPLX)
+        hr, hi = load_state(hstart_ptr, kb, T2, m2, ND, CPLX)
         # pass 1: re-run the chunk forward, checkpointing the state at every sub-chunk start
         sub0 = t_start // BT
         for j in range(ns):
-            _store_state(scratch_ptr, (pid_b * NSUB + sub0 + j).to(tl.int64) * (P * ND), T2, hr, hi, m2, ND, CPLX)
+            store_state(scratch_ptr, (pid_b * NSUB + sub0 + j).to(tl.int64) * (P * ND), T2, hr, hi, m2, ND, CPLX)
             if j < ns - 1:
                 for i in tl.static_range(BT):
-                    t = t_start + j * BT + i
-                    so = (pid_b * L + t).to(tl.int64) * d + dch
-                    bo = (bg * L + t).to(tl.int64) * (N * cw) + n * cw
-                    dt, sig, uu, br, bi, cr, ci = _step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, (zd + t) < t_end,
-                                                            nmask & ((zn + t) < t_end), bias, HAS_BIAS, SOFTPLUS,
-                                                            CPLX)
-                    a_r, a_i = _decay(dt, ar, ai, CPLX)
-                    hr, hi = _advance(hr, hi, a_r, a_i, dt, uu, br, bi, CPLX)
+                    so, m, dt, sig, uu, br, bi, cr, ci = step_load(
+                        delta_ptr, u_ptr, b_ptr, c_ptr, pid_b, bg, t_start + j * BT + i, t_end, L, d, N, dch, n,
+                        nmask, zd, zn, bias, HAS_BIAS, SOFTPLUS, CPLX)
+                    a_r, a_i = decay(dt, ar, ai, CPLX)
+                    hr, hi = advance(hr, hi, a_r, a_i, dt, uu, br, bi, CPLX)
         dA_r = tl.zeros([BN, BD], tl.float32)
         dA_i = tl.zeros([BN, BD], tl.float32)
         dD = tl.zeros([BD], tl.float32)
@@ -109,7 +98,7 @@ def _scan_bwd_kernel(
         for j in range(ns):
             s_ = ns - 1 - j
             t0 = t_start + s_ * BT
-            hr, hi = _load_state(scratch_ptr, (pid_b * NSUB + sub0 + s_).to(tl.int64) * (P * ND), T2, m2, ND, CPLX)
+            hr, hi = load_state(scratch_ptr, (pid_b * NSUB + sub0 + s_).to(tl.int64) * (P * ND), T2, m2, ND, CPLX)
             HR = ()
             HI = ()
             PR = ()  # h_{t-1} of each step (the same registers as HR shifted by one)
@@ -118,21 +107,18 @@ def _scan_bwd_kernel(
             AI = ()
             IN = ()
             for i in tl.static_range(BT):
-                t = t0 + i
-                so = (pid_b * L + t).to(tl.int64) * d + dch
-                bo = (bg * L + t).to(tl.int64) * (N * cw) + n * cw
-                inp = _step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, (zd + t) < t_end,
-                                 nmask & ((zn + t) < t_end), bias, HAS_BIAS, SOFTPLUS, CPLX)
-                dt, sig, uu, br, bi, cr, ci = inp
-                a_r, a_i = _decay(dt, ar, ai, CPLX)
+                so, m, dt, sig, uu, br, bi, cr, ci = step_load(delta_ptr, u_ptr, b_ptr, c_ptr, pid_b, bg, t0 + i, t_end,
+                                                              L, d, N, dch, n, nmask, zd, zn, bias, HAS_BIAS,
+                                                              SOFTPLUS, CPLX)
+                a_r, a_i = decay(dt, ar, ai, CPLX)
                 PR = PR + (hr,)
                 PI = PI + (hi,)
-                hr, hi = _advance(hr, hi, a_r, a_i, dt, uu, br, bi, CPLX)
+                hr, hi = advance(hr, hi, a_r, a_i, dt, uu, br, bi, CPLX)
                 HR = HR + (hr,)
                 HI = HI + (hi,)
                 AR = AR + (a_r,)
                 AI = AI + (a_i,)
-                IN = IN + (inp,)
+                IN = IN + ((dt, sig, uu, br, bi, cr, ci),)
             for i in tl.static_range(BT - 1, -1, -1):
                 t = t0 + i
                 m = (zd + t) < t_end
@@ -199,10 +185,10 @@ def _scan_bwd_kernel(
                 tl.store(du_ptr + so, duv.to(du_ptr.dtype.element_ty), mask=m)
                 tl.store(ddelta_ptr + so, ddt.to(ddelta_ptr.dtype.element_ty), mask=m)
         pk = (pid_b * K + k) * d + dch  # (b, K, d) partial rows
-        _store_state(dA_ptr, kb, T2, dA_r, dA_i, m2, ND, CPLX)
+        store_state(dA_ptr, kb, T2, dA_r, dA_i, m2, ND, CPLX)
         if HAS_D:
             tl.store(dD_ptr + pk, dD)
         if HAS_BIAS:
             tl.store(dbias_ptr + pk, dbias)
         if k == 0:
-            _store_state(dh0_ptr, pid_b.to(tl.int64) * (P * ND), T2, Gr, Gi, m2, ND, CPLX)
+            store_state(dh0_ptr, pid_b.to(tl.int64) * (P * ND), T2, Gr, Gi, m2, ND, CPLX)

@@ -50,11 +50,16 @@ def _softplus_sig(x, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
-def _step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, m, nm, bias,
-               HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CPLX: tl.constexpr):
-    """Inputs of one step: dt (after bias+softplus, 0 where masked), sigmoid, u, B (re, im), C (re, im).
-    so (BD,) / bo (BN,) are the step's offsets; m / nm their masks, built as vectors (the interpreter
-    rejects scalar masks)."""
+def step_load(delta_ptr, u_ptr, b_ptr, c_ptr, pid_b, bg, t, t_end, L, d, N, dch, n, nmask, zd, zn, bias,
+              HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CPLX: tl.constexpr):
+    """Inputs of time step t (masked off at t >= t_end): so, the step's (BD,) offsets into the (b, L, d)
+    sequences, and m their mask; dt (after bias+softplus, 0 where masked), sigmoid, u, B (re, im), C (re, im).
+    Masks are built as vectors from the zero rows zd / zn (the interpreter rejects scalar masks)."""
+    cw = 2 if CPLX else 1
+    m = (zd + t) < t_end
+    nm = nmask & ((zn + t) < t_end)
+    so = (pid_b * L + t).to(tl.int64) * d + dch
+    bo = (bg * L + t).to(tl.int64) * (N * cw) + n * cw
     dt = tl.load(delta_ptr + so, mask=m, other=0.0).to(tl.float32)
     if HAS_BIAS:
         dt = dt + bias
@@ -71,7 +76,7 @@ def _step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, m, nm, bias,
         cr = tl.load(c_ptr + bo, mask=nm, other=0.0).to(tl.float32)
         bi = br
         ci = cr
-    return dt, sig, uu, br, bi, cr, ci
+    return so, m, dt, sig, uu, br, bi, cr, ci
 
 
 @triton.jit
@@ -99,7 +104,7 @@ def _exp2(x):
 
 
 @triton.jit
-def _decay(dt, ar, ai, CPLX: tl.constexpr):
+def decay(dt, ar, ai, CPLX: tl.constexpr):
     """a = exp(dt * A) as (re, im) tiles (BN, BD). ``ar`` is Re(A) * log2(e) (the wrapper scales it),
     so the decay is one multiply and one exp2 per lane."""
     if CPLX:
@@ -112,7 +117,7 @@ def _decay(dt, ar, ai, CPLX: tl.constexpr):
 
 
 @triton.jit
-def _advance(hr, hi, a_r, a_i, dt, uu, br, bi, CPLX: tl.constexpr):
+def advance(hr, hi, a_r, a_i, dt, uu, br, bi, CPLX: tl.constexpr):
     """h <- a h + (dt u) B."""
     du = (dt * uu)[None, :]
     if CPLX:
@@ -123,7 +128,7 @@ def _advance(hr, hi, a_r, a_i, dt, uu, br, bi, CPLX: tl.constexpr):
 
 
 @triton.jit
-def _load_state(ptr, base, T2, mask, ND, CPLX: tl.constexpr):
+def load_state(ptr, base, T2, mask, ND, CPLX: tl.constexpr):
     hr = tl.load(ptr + base + T2, mask=mask, other=0.0)
     if CPLX:
         hi = tl.load(ptr + base + ND + T2, mask=mask, other=0.0)
@@ -133,22 +138,29 @@ def _load_state(ptr, base, T2, mask, ND, CPLX: tl.constexpr):
 
 
 @triton.jit
-def _store_state(ptr, base, T2, hr, hi, mask, ND, CPLX: tl.constexpr):
+def store_state(ptr, base, T2, hr, hi, mask, ND, CPLX: tl.constexpr):
     tl.store(ptr + base + T2, hr, mask=mask)
     if CPLX:
         tl.store(ptr + base + ND + T2, hi, mask=mask)
 
 
 @triton.jit
-def _prologue(A_ptr, pid_b, blk, d, N, G, dpg, xz, BD: tl.constexpr, BN: tl.constexpr, CPLX: tl.constexpr,
-              SCALAR_D: tl.constexpr, EVEN_N: tl.constexpr):
-    """Channel/state indices, (BN, BD) A tiles, group row of B/C, and the planar state tile offsets.
+def prologue(A_ptr, bias_ptr, D_ptr, d, N, G, dpg, K, xz, BD: tl.constexpr, BN: tl.constexpr,
+             CPLX: tl.constexpr, SCALAR_D: tl.constexpr, EVEN_N: tl.constexpr, HAS_BIAS: tl.constexpr,
+             HAS_D: tl.constexpr):
+    """What every scan program starts with: its batch row, channel block and time chunk (pid_b, blk, k:
+    grid (b * d // BD, K)), channel/state indices, (BN, BD) A tiles, the group row of B/C, the planar state
+    tile offsets, the chunk's (P, N, d) state slot kb, and its channels' delta bias and D (0 when absent).
 
     SCALAR_D: channel lanes are xor-ed with xz (always 0 at run time). The compiler then cannot prove
     them contiguous, so it gives each thread one channel and all its N states (no vector width along
     dim) instead of 4 channels x N/4 states: the per-channel work of a step (loads, softplus, gate,
     store) is then done once per channel rather than once per thread sharing that channel, and the
     sums over N stay inside a thread. Hardware still coalesces the lanes' neighbouring addresses."""
+    nblk = d // BD
+    pid_b = tl.program_id(0) // nblk
+    blk = tl.program_id(0) % nblk
+    k = tl.program_id(1)
     lane = tl.arange(0, BD)
     if SCALAR_D:
         lane = lane ^ xz
@@ -164,13 +176,17 @@ def _prologue(A_ptr, pid_b, blk, d, N, G, dpg, xz, BD: tl.constexpr, BN: tl.cons
     m2 = nmask[:, None] & (dch < d)[None, :]
     T2 = n[:, None] * d + dch[None, :]  # (N, d) planes, d contiguous
     ND = N * d
-    ar, ai = _load_state(A_ptr, 0, T2, m2, ND, CPLX)  # A is passed as planar (re, [im]) x (N, d)
+    ar, ai = load_state(A_ptr, 0, T2, m2, ND, CPLX)  # A is passed as planar (re, [im]) x (N, d)
     bg = pid_b * G + (blk * BD) // dpg  # BD divides channels-per-group: one B/C group per program
-    return dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn
+    P = 2 if CPLX else 1
+    kb = (pid_b * K + k).to(tl.int64) * (P * ND)  # this chunk's (P, N, d) state slot
+    bias = tl.load(bias_ptr + dch).to(tl.float32) if HAS_BIAS else 0.0
+    Dv = tl.load(D_ptr + dch).to(tl.float32) if HAS_D else 0.0
+    return pid_b, blk, k, dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn, kb, bias, Dv
 
 
 @triton.jit
-def _scan_fwd_kernel(
+def scan_fwd_kernel(
     u_ptr, delta_ptr, z_ptr, b_ptr, c_ptr, A_ptr, D_ptr, bias_ptr,
     hstart_ptr, out_ptr, hend_ptr, dsum_ptr, last_ptr,
     d, L, N, G, dpg, K, Lc, xz, sz,
@@ -180,34 +196,23 @@ def _scan_fwd_kernel(
 ):
     """LOCAL: chunk end state from h=0 and sum(dt) -> hend, dsum.  Else: out + last state from hstart.
     z rows are ``sz`` elements apart (d for a (b, L, d) tensor; 2d for the z half of the block's xz)."""
-    nblk = d // BD
-    pid_b = tl.program_id(0) // nblk
-    blk = tl.program_id(0) % nblk
-    k = tl.program_id(1)
-    dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn = _prologue(A_ptr, pid_b, blk, d, N, G, dpg, xz, BD, BN, CPLX, SCALAR_D, EVEN_N)
-    cw = 2 if CPLX else 1
+    pid_b, blk, k, dch, n, nmask, m2, T2, ND, ar, ai, bg, zd, zn, kb, bias, Dv = prologue(
+        A_ptr, bias_ptr, D_ptr, d, N, G, dpg, K, xz, BD, BN, CPLX, SCALAR_D, EVEN_N, HAS_BIAS, HAS_D)
     P = 2 if CPLX else 1
-    kb = (pid_b * K + k).to(tl.int64) * (P * ND)  # this chunk's (P, N, d) state slot
-    bias = tl.load(bias_ptr + dch).to(tl.float32) if HAS_BIAS else 0.0
-    Dv = tl.load(D_ptr + dch).to(tl.float32) if HAS_D else 0.0
     if LOCAL:
         hr = tl.zeros([BN, BD], tl.float32)
         hi = tl.zeros([BN, BD], tl.float32)
     else:
-        hr, hi = _load_state(hstart_ptr, kb, T2, m2, ND, CPLX)
+        hr, hi = load_state(hstart_ptr, kb, T2, m2, ND, CPLX)
     dsum = tl.zeros([BD], tl.float32)
     t_start = k * Lc
     t_end = tl.minimum(L, t_start + Lc)
     for t0 in range(t_start, t_end, BT):
         for i in tl.static_range(BT):
-            t = t0 + i
-            m = (zd + t) < t_end
-            so = (pid_b * L + t).to(tl.int64) * d + dch
-            bo = (bg * L + t).to(tl.int64) * (N * cw) + n * cw
-            dt, sig, uu, br, bi, cr, ci = _step_load(delta_ptr, u_ptr, b_ptr, c_ptr, so, bo, m,
-                                                    nmask & ((zn + t) < t_end), bias, HAS_BIAS, SOFTPLUS, CPLX)
-            a_r, a_i = _decay(dt, ar, ai, CPLX)
-            hr, hi = _advance(hr, hi, a_r, a_i, dt, uu, br, bi, CPLX)
+            so, m, dt, sig, uu, br, bi, cr, ci = step_load(delta_ptr, u_ptr, b_ptr, c_ptr, pid_b, bg, t0 + i, t_end, L, d,
+                                                          N, dch, n, nmask, zd, zn, bias, HAS_BIAS, SOFTPLUS, CPLX)
+            a_r, a_i = decay(dt, ar, ai, CPLX)
+            hr, hi = advance(hr, hi, a_r, a_i, dt, uu, br, bi, CPLX)
             if LOCAL:
                 dsum += dt
             else:
@@ -218,19 +223,19 @@ def _scan_fwd_kernel(
                 if HAS_D:
                     y += Dv * uu
                 if HAS_Z:
-                    zo = (pid_b * L + t).to(tl.int64) * sz + dch
+                    zo = (pid_b * L + t0 + i).to(tl.int64) * sz + dch
                     zz = tl.load(z_ptr + zo, mask=m, other=0.0).to(tl.float32)
                     y = y * zz * tl.sigmoid(zz)
                 tl.store(out_ptr + so, y.to(out_ptr.dtype.element_ty), mask=m)
     if LOCAL:
         tl.store(dsum_ptr + (pid_b * K + k) * d + dch, dsum)
-        _store_state(hend_ptr, kb, T2, hr, hi, m2, ND, CPLX)
+        store_state(hend_ptr, kb, T2, hr, hi, m2, ND, CPLX)
     elif k == K - 1:
-        _store_state(last_ptr, pid_b.to(tl.int64) * (P * ND), T2, hr, hi, m2, ND, CPLX)
+        store_state(last_ptr, pid_b.to(tl.int64) * (P * ND), T2, hr, hi, m2, ND, CPLX)
 
 
 @triton.jit
-def _combine_kernel(local_ptr, dsum_ptr, A_ptr, h0_ptr, carry_ptr, d, N, K,
+def combine_kernel(local_ptr, dsum_ptr, A_ptr, h0_ptr, carry_ptr, d, N, K,
                     REVERSE: tl.constexpr, CPLX: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr):
     """Chain chunk states: carry[k] = h; h = P_k h + local[k], P_k = exp(A dsum_k) (conj, reversed k
     for the adjoint). Forward: h starts at h0 and carry[k] is chunk k's start state. Reverse: h starts
@@ -244,17 +249,17 @@ def _combine_kernel(local_ptr, dsum_ptr, A_ptr, h0_ptr, carry_ptr, d, N, K,
     T2 = n[:, None] * d + dch[None, :]
     ND = N * d
     P = 2 if CPLX else 1
-    ar, ai = _load_state(A_ptr, 0, T2, m2, ND, CPLX)
+    ar, ai = load_state(A_ptr, 0, T2, m2, ND, CPLX)
     if REVERSE:
         ai = -ai
-    hr, hi = _load_state(h0_ptr, pid_b.to(tl.int64) * (P * ND), T2, m2, ND, CPLX)
+    hr, hi = load_state(h0_ptr, pid_b.to(tl.int64) * (P * ND), T2, m2, ND, CPLX)
     for j in range(K):
         k = K - 1 - j if REVERSE else j
         kb = (pid_b * K + k).to(tl.int64) * (P * ND)
-        _store_state(carry_ptr, kb, T2, hr, hi, m2, ND, CPLX)
+        store_state(carry_ptr, kb, T2, hr, hi, m2, ND, CPLX)
         ds = tl.load(dsum_ptr + (pid_b * K + k) * d + dch)
-        p_r, p_i = _decay(ds, ar, ai, CPLX)
-        lr, li = _load_state(local_ptr, kb, T2, m2, ND, CPLX)
+        p_r, p_i = decay(ds, ar, ai, CPLX)
+        lr, li = load_state(local_ptr, kb, T2, m2, ND, CPLX)
         if CPLX:
             hr, hi = p_r * hr - p_i * hi + lr, p_r * hi + p_i * hr + li
         else:
@@ -262,7 +267,7 @@ def _combine_kernel(local_ptr, dsum_ptr, A_ptr, h0_ptr, carry_ptr, d, N, K,
 
 
 @triton.jit
-def _transpose_kernel(src_ptr, dst_ptr, R, C, BR: tl.constexpr, BC: tl.constexpr):
+def transpose_kernel(src_ptr, dst_ptr, R, C, BR: tl.constexpr, BC: tl.constexpr):
     """dst[b, c, r] = src[b, r, c] for (batch, R, C) -> (batch, C, R); both sides coalesced (the
     compiler stages the tile through shared memory between the load and the store layouts)."""
     pid_b = tl.program_id(0)

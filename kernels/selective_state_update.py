@@ -13,101 +13,67 @@ Feeding a sequence one token at a time reproduces ``selective_scan``'s outputs a
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .backend import resolve_backend
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
+from .checks import check
+from .selective_scan_ref import selective_scan_ref
 
 
 def _bc_groups(name: str, X: Tensor, b: int, d: int, n: int, cplx: bool) -> Tensor:
     """B/C -> (batch, groups, N), complex when A is complex."""
-    _check(isinstance(X, Tensor) and X.dim() in (2, 3), f"{name} must be (batch, N) or (batch, groups, N)")
+    check(isinstance(X, Tensor) and X.dim() in (2, 3), f"{name} must be (batch, N) or (batch, groups, N)")
     if X.dim() == 2:
         X = X.unsqueeze(1)
-    _check(X.shape[0] == b and X.shape[2] == n, f"{name} must be (batch={b}, [groups,] N={n}); got {tuple(X.shape)}")
-    _check(d % X.shape[1] == 0, f"{name}: groups={X.shape[1]} must divide dim={d}")
-    _check(X.is_complex() == cplx, f"{name} must be {'complex' if cplx else 'real'} because A is")
+    check(X.shape[0] == b and X.shape[2] == n, f"{name} must be (batch={b}, [groups,] N={n}); got {tuple(X.shape)}")
+    check(d % X.shape[1] == 0, f"{name}: groups={X.shape[1]} must divide dim={d}")
+    check(X.is_complex() == cplx, f"{name} must be {'complex' if cplx else 'real'} because A is")
     return X
 
 
 def _validate(state, x, dt, A, B, C, D, z, dt_bias):
-    _check(isinstance(state, Tensor) and state.dim() == 3, "state must be (batch, dim, N)")
+    check(isinstance(state, Tensor) and state.dim() == 3, "state must be (batch, dim, N)")
     b, d, n = state.shape
     cplx = A.is_complex()
-    _check(
+    check(
         state.dtype in ((torch.complex64, torch.complex128) if cplx else (torch.float32, torch.float64)),
         f"state must be {'complex64' if cplx else 'float32'} (updated in place); got {state.dtype}",
     )
-    _check(tuple(x.shape) == (b, d), f"x must be (batch={b}, dim={d}); got {tuple(x.shape)}")
-    _check(tuple(dt.shape) == (b, d), f"dt must be (batch={b}, dim={d}); got {tuple(dt.shape)}")
-    _check(tuple(A.shape) == (d, n), f"A must be (dim={d}, N={n}); got {tuple(A.shape)}")
+    check(tuple(x.shape) == (b, d), f"x must be (batch={b}, dim={d}); got {tuple(x.shape)}")
+    check(tuple(dt.shape) == (b, d), f"dt must be (batch={b}, dim={d}); got {tuple(dt.shape)}")
+    check(tuple(A.shape) == (d, n), f"A must be (dim={d}, N={n}); got {tuple(A.shape)}")
     B = _bc_groups("B", B, b, d, n, cplx)
     C = _bc_groups("C", C, b, d, n, cplx)
-    _check(B.shape[1] == C.shape[1], "B and C must have the same number of groups")
+    check(B.shape[1] == C.shape[1], "B and C must have the same number of groups")
     if D is not None:
-        _check(tuple(D.shape) == (d,), f"D must be (dim={d},); got {tuple(D.shape)}")
+        check(tuple(D.shape) == (d,), f"D must be (dim={d},); got {tuple(D.shape)}")
     if dt_bias is not None:
-        _check(tuple(dt_bias.shape) == (d,), f"dt_bias must be (dim={d},); got {tuple(dt_bias.shape)}")
+        check(tuple(dt_bias.shape) == (d,), f"dt_bias must be (dim={d},); got {tuple(dt_bias.shape)}")
     if z is not None:
-        _check(tuple(z.shape) == (b, d), f"z must be (batch={b}, dim={d}); got {tuple(z.shape)}")
+        check(tuple(z.shape) == (b, d), f"z must be (batch={b}, dim={d}); got {tuple(z.shape)}")
     return B, C
 
 
-def selective_state_update_ref(
-    state: Tensor,
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    dt_bias: Tensor | None = None,
-    dt_softplus: bool = False,
-) -> Tensor:
-    """Pure-PyTorch step (fp32 math, fp64 for fp64 state). Same arguments as ``selective_state_update``."""
+def selective_state_update_ref(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                               D: Tensor | None = None, z: Tensor | None = None, dt_bias: Tensor | None = None,
+                               dt_softplus: bool = False) -> Tensor:
+    """Pure-PyTorch step, the oracle and the CPU path: one step of ``selective_scan_ref`` from ``state``, in
+    fp32 math (fp64 for an fp64 state); ``state`` is updated in place. Arguments as ``selective_state_update``
+    (not validated). Returns out (batch, dim) in x's dtype."""
     b, d, n = state.shape
     B, C = _bc_groups("B", B, b, d, n, A.is_complex()), _bc_groups("C", C, b, d, n, A.is_complex())
     ft = torch.float64 if state.dtype in (torch.float64, torch.complex128) else torch.float32
-    g = B.shape[1]
-    dtf = dt.to(ft)
-    if dt_bias is not None:
-        dtf = dtf + dt_bias.to(ft)
-    if dt_softplus:
-        dtf = F.softplus(dtf)
-    xf = x.to(ft)
-    Bc = B.to(state.dtype).repeat_interleave(d // g, dim=1)  # (b d N)
-    Cc = C.to(state.dtype).repeat_interleave(d // g, dim=1)
-    dA = torch.exp(dtf[..., None] * A.to(state.dtype))
-    state.copy_(dA * state + (dtf * xf)[..., None] * Bc)
-    y = (state * Cc).sum(-1)
-    y = 2 * y.real if y.is_complex() else y
-    if D is not None:
-        y = y + D.to(ft) * xf
-    if z is not None:
-        y = y * F.silu(z.to(ft))
-    return y.to(x.dtype)
+    f = lambda t: None if t is None else t.to(ft)  # noqa: E731
+    out, last = selective_scan_ref(x.to(ft)[..., None], dt.to(ft)[..., None], A.to(state.dtype),
+                                   B.to(state.dtype)[..., None], C.to(state.dtype)[..., None], f(D),
+                                   None if z is None else z.to(ft)[..., None], f(dt_bias), dt_softplus, state)
+    state.copy_(last)
+    return out[..., 0].to(x.dtype)
 
 
-def selective_state_update(
-    state: Tensor,
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    dt_bias: Tensor | None = None,
-    dt_softplus: bool = False,
-    *,
-    backend: str = "auto",
-) -> Tensor:
+def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                           D: Tensor | None = None, z: Tensor | None = None, dt_bias: Tensor | None = None,
+                           dt_softplus: bool = False, *, backend: str = "auto") -> Tensor:
     """One recurrent step of the selective SSM; ``state`` is updated in place.
 
     Args:

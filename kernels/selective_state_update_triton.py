@@ -12,12 +12,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .backend import triton_interpret
-from .selective_scan_triton import _num_sms
+from .backend import num_sms, triton_interpret
 
 
 @triton.jit
-def _softplus(dt):
+def softplus(dt):
     """log(1 + e^dt) in fp32, exact for small e^dt and linear above 20 (as torch's softplus)."""
     e = tl.exp(tl.minimum(dt, 20.0))
     w = 1.0 + e
@@ -25,14 +24,14 @@ def _softplus(dt):
 
 
 @triton.jit
-def _update_real(h, dt, dtx, ar, bv, cv):
+def update_real(h, dt, dtx, ar, bv, cv):
     """One real step on a (BD, BN) state tile: h = exp(dt A) h + dt x B; returns (h, sum_n C h)."""
     h = tl.exp(dt[:, None] * ar) * h + dtx * bv
     return h, tl.sum(h * cv, axis=1)
 
 
 @triton.jit
-def _update_cplx(hr, hi, dt, dtx, ar, ai, br, bi, cr, ci):
+def update_cplx(hr, hi, dt, dtx, ar, ai, br, bi, cr, ci):
     """One complex step (state, A, B, C as re/im tiles); returns (hr, hi, 2 Re(sum_n C h))."""
     mag = tl.exp(dt[:, None] * ar)
     pr = mag * tl.cos(dt[:, None] * ai)
@@ -59,7 +58,7 @@ def _ssu_kernel(state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bia
     if HAS_BIAS:
         dt += tl.load(bias_ptr + dch, mask=dmask, other=0.0).to(tl.float32)
     if SOFTPLUS:
-        dt = _softplus(dt)
+        dt = softplus(dt)
     xv = tl.load(x_ptr + row, mask=dmask, other=0.0).to(tl.float32)
     dtx = (dt * xv)[:, None]
     if CPLX:
@@ -71,7 +70,7 @@ def _ssu_kernel(state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bia
         bi = tl.load(B_ptr + 2 * bc + 1, mask=m2, other=0.0)
         cr = tl.load(C_ptr + 2 * bc, mask=m2, other=0.0)
         ci = tl.load(C_ptr + 2 * bc + 1, mask=m2, other=0.0)
-        hr, hi, y = _update_cplx(hr, hi, dt, dtx, ar, ai, br, bi, cr, ci)
+        hr, hi, y = update_cplx(hr, hi, dt, dtx, ar, ai, br, bi, cr, ci)
         tl.store(state_ptr + 2 * st, hr, mask=m2)
         tl.store(state_ptr + 2 * st + 1, hi, mask=m2)
     else:
@@ -79,7 +78,7 @@ def _ssu_kernel(state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bia
         h = tl.load(state_ptr + st, mask=m2, other=0.0)
         bv = tl.load(B_ptr + bc, mask=m2, other=0.0).to(tl.float32)
         cv = tl.load(C_ptr + bc, mask=m2, other=0.0).to(tl.float32)
-        h, y = _update_real(h, dt, dtx, ar, bv, cv)
+        h, y = update_real(h, dt, dtx, ar, bv, cv)
         tl.store(state_ptr + st, h, mask=m2)
     if HAS_D:
         y += tl.load(D_ptr + dch, mask=dmask, other=0.0).to(tl.float32) * xv
@@ -96,7 +95,7 @@ def step_blocks(b: int, d: int, BN: int, device: torch.device) -> tuple[int, int
     # A step is one pass over b*d*N state values; at small batch the latency is how much of that
     # pass one SM does in series, so spread the channels over at least ~2 programs per SM
     # (b=1, d=4096, N=16: 256 programs of 16 channels instead of 64 programs of 64).
-    want = max(1, (b * d) // (2 * _num_sms(device.index or 0)))  # channels per program
+    want = max(1, (b * d) // (2 * num_sms(device.index or 0)))  # channels per program
     BD = min(triton.next_power_of_2(d), max(16, min(1024 // BN, triton.next_power_of_2(want) // 2)))
     return BD, max(1, min(4, BD * BN // 256))
 

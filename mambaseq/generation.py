@@ -148,9 +148,12 @@ def _pick(logits: Tensor, st: _Settings, generator: torch.Generator | None) -> t
     return tok, model_lp, sample_lp
 
 
-def _draw(logits: Tensor, temperature: float, top_k: int, top_p: float,
-          generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
-    """logits (b, V) -> token (b,), log p_model(token) (b,), log p_sample(token) (b,)."""
+def draw_tokens(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """One sampling step, as ``generate`` takes it: logits (b, V) -> token (b,) int64, log p_model(token) (b,)
+    and log p_sample(token) (b,), both float32 nats (model: temperature 1, unfiltered; sample: after the
+    filters of ``filter_logits``). ``top_k=1`` is greedy (sample log-probability 0). Raises ValueError on
+    out-of-range settings."""
     _check_settings(temperature, top_k, top_p, 0.0)
     return _pick(logits, _Settings(temperature, top_k, top_p), generator)
 
@@ -382,29 +385,28 @@ class GenerationMixin:
         return generate(self, input_ids, max_length, **kwargs)
 
 
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p", "generator")  # what ``sample`` passes to ``generate``
+
+
 @torch.no_grad()  # not inference_mode: returned tensors stay usable in autograd code
-def sample(
-    model: torch.nn.Module,
-    n_new: int,
-    prefix: Tensor | None = None,
-    batch_size: int | None = None,
-    start_token: int | None = None,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-    return_prefix: bool = False,
-    progress: bool = True,
-    cg: bool | None = None,
-) -> SampleOutput:
+def sample(model: torch.nn.Module, n_new: int, prefix: Tensor | None = None, batch_size: int | None = None,
+           start_token: int | None = None, *, return_prefix: bool = False, progress: bool = True,
+           cg: bool | None = None, **sampling: Any) -> SampleOutput:
     """Generate `n_new` tokens per sequence (``generate`` with a pipeline-friendly interface).
 
     prefix: (batch, P) int tokens to condition on (consumed once in parallel). If None, generation is
         unconditional: `batch_size` sequences start from `start_token` (e.g. the silence class for audio,
         a BOS token for text), which is fed to the model but not returned.
     cg: CUDA graphs (None: on when the model is on a CUDA device).
+    sampling: ``generate``'s sampling options ``temperature``, ``top_k``, ``top_p``, ``min_p`` and
+        ``generator`` (the same defaults); TypeError for any other keyword.
     The first new token is drawn from the logits after the last prefix position. Returns `SampleOutput`.
+    Raises ValueError for a bad length, prefix or setting.
     """
+    unknown = set(sampling) - set(SAMPLING_OPTIONS)
+    if unknown:
+        raise TypeError(f"sample() got unexpected keyword argument(s) {sorted(unknown)}; sampling options are "
+                        f"{SAMPLING_OPTIONS}")
     if n_new < 1:
         raise ValueError(f"n_new must be >= 1, got {n_new}")
     device = next(model.parameters()).device
@@ -419,9 +421,8 @@ def sample(
         if batch_size is not None and batch_size != prefix.shape[0]:
             raise ValueError(f"batch_size={batch_size} disagrees with prefix batch {prefix.shape[0]}")
         keep_prefix = return_prefix
-    res = generate(model, prefix, max_new_tokens=n_new, temperature=temperature, top_k=top_k, top_p=top_p,
-                   cg=device.type == "cuda" if cg is None else cg, return_dict_in_generate=True,
-                   generator=generator, progress=progress)
+    res = generate(model, prefix, max_new_tokens=n_new, cg=device.type == "cuda" if cg is None else cg,
+                   return_dict_in_generate=True, progress=progress, **sampling)
     tokens = res.sequences if keep_prefix else res.sequences[:, prefix.shape[1]:]
     return SampleOutput(tokens=tokens, loglik=res.loglik.cpu(), sample_logprob=res.sample_logprob.cpu(), n_new=n_new)
 

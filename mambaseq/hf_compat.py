@@ -29,10 +29,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mambaseq.config import MambaConfig
+from mambaseq.config import CONFIG_NAME, WEIGHTS_NAME, MambaConfig
 from mambaseq.fileio import write_json
 
-CONFIG_NAME = "config.json"
 FORMATS = ("mambaseq", "transformers", "mamba_ssm")
 
 # transformers MambaConfig key -> MambaConfig field
@@ -200,7 +199,7 @@ def save_transformers(model: nn.Module, directory: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         save_file(sd, tmp, metadata={"format": "pt"})
-        os.replace(tmp, d / "model.safetensors")
+        os.replace(tmp, d / WEIGHTS_NAME)
     finally:
         Path(tmp).unlink(missing_ok=True)
     write_json(hf, d / CONFIG_NAME)

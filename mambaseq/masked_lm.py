@@ -12,16 +12,21 @@ import torch.nn as nn
 from torch import Tensor
 
 from mambaseq.config import MambaConfig
-from mambaseq.model import ARCHITECTURES, PretrainedMixin, add_lm_head
 from mambaseq.modules import rc
+from mambaseq.modules.backbone import add_lm_head
+from mambaseq.pretrained import PretrainedMixin, register_architecture
 
 
+@register_architecture
 class MambaForMaskedLM(nn.Module, PretrainedMixin):
     """(batch, L) ids -> (batch, L, vocab_size) logits for every position; head tied to the embedding.
 
     Any backbone (causal, ``bidirectional``, ``rc_equivariant``); with ``rc_equivariant`` the head is
     Caduceus' RC-equivariant LM head, so ``logits(RC(x)) = P flip_L(logits(x))`` (P: complement of the
     vocabulary; ``mambaseq.modules.rc.rc_lm_logits``)."""
+
+    config_class = MambaConfig
+    shared_prefix = "backbone."
 
     def __init__(self, cfg: MambaConfig) -> None:
         super().__init__()
@@ -32,6 +37,3 @@ class MambaForMaskedLM(nn.Module, PretrainedMixin):
         h = self.backbone(input_ids)
         logits = rc.rc_lm_logits(h, self.lm_head.weight) if self.cfg.rc_equivariant else self.lm_head(h)
         return logits[..., : self.cfg.vocab_size]
-
-
-ARCHITECTURES[MambaForMaskedLM.__name__] = MambaForMaskedLM  # load_pretrained() finds MLM checkpoints

@@ -17,56 +17,45 @@ unfold buffer (the pool fine outputs of the last finished coarse step): memory i
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import tempfile
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import save_model
 from torch import Tensor
 
-from mambaseq.config import MambaConfig
-from mambaseq.fileio import load_weights, read_json
+from mambaseq.config import MambaBlockConfig
 from mambaseq.generation import GenerationMixin
-from mambaseq.model import ResidualBlock, _init_weights, _norm, check_token_ids
+from mambaseq.modules.backbone import check_token_ids
+from mambaseq.modules.block import ResidualBlock, norm_layer
+from mambaseq.modules.init import init_weights
 from mambaseq.modules.mamba import MambaCache
+from mambaseq.pretrained import PretrainedMixin, register_architecture
 
 
 @dataclass
-class SaShiMiConfig:
-    """Multi-scale backbone sizes. Block options (d_state, complex, ...) are those of `MambaConfig`."""
+class SaShiMiConfig(MambaBlockConfig):
+    """Multi-scale backbone sizes. The block options (``d_state``, ``dt_min``, ``dt_max``, ``bias``, ...) are
+    the fields of ``MambaBlockConfig``, passed unchanged to every block of every scale; only the default of
+    ``complex`` differs (True: the paper's audio setting)."""
 
+    complex: bool = True
     d_model: int = 64
     n_layer: int = 2  # residual Mamba blocks per scale on each side of the U (the centre gets 2 * n_layer)
     pool: tuple[int, ...] = (4, 4)
     expand_pool: int = 2  # width multiplier per pooling
     vocab_size: int = 256
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
-    complex: bool = True
-    norm: str = "rms"
-    backend: str = "auto"
     tie_embeddings: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.pool = tuple(int(p) for p in self.pool)
         if any(p < 2 for p in self.pool):
             raise ValueError(f"SaShiMiConfig.pool factors must be >= 2, got {self.pool}")
-        for name in ("d_model", "n_layer", "expand_pool", "vocab_size", "d_state"):
+        for name in ("d_model", "n_layer", "expand_pool", "vocab_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SaShiMiConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-
-    def block_config(self) -> MambaConfig:
-        return MambaConfig(d_model=self.d_model, n_layer=1, vocab_size=self.vocab_size, d_state=self.d_state,
-                           d_conv=self.d_conv, expand=self.expand, complex=self.complex, norm=self.norm,
-                           backend=self.backend)
 
     @property
     def total_pool(self) -> int:
@@ -93,10 +82,9 @@ class Scale(nn.Module):
 
     def __init__(self, cfg: SaShiMiConfig, level: int, d: int) -> None:
         super().__init__()
-        bc = cfg.block_config()
         self.d = d
-        self.down_blocks = nn.ModuleList(ResidualBlock(bc, d_model=d) for _ in range(cfg.n_layer))
-        self.up_blocks = nn.ModuleList(ResidualBlock(bc, d_model=d) for _ in range(cfg.n_layer))
+        self.down_blocks = nn.ModuleList(ResidualBlock(cfg, d_model=d) for _ in range(cfg.n_layer))
+        self.up_blocks = nn.ModuleList(ResidualBlock(cfg, d_model=d) for _ in range(cfg.n_layer))
         self.p = cfg.pool[level] if level < len(cfg.pool) else 0
         if self.p:
             d_in = d * cfg.expand_pool
@@ -175,19 +163,23 @@ class Scale(nn.Module):
         )
 
 
-class SaShiMiLM(nn.Module, GenerationMixin):
+@register_architecture
+class SaShiMiLM(nn.Module, PretrainedMixin, GenerationMixin):
     """Embedding -> multi-scale Mamba U-Net -> norm -> tied head: (b, L) ids -> (b, L, vocab_size) logits.
-    ``generate(input_ids, max_new_tokens=..., cg=True)``: see ``mambaseq.generation.generate``."""
+    ``generate(input_ids, max_new_tokens=..., cg=True)``: see ``mambaseq.generation.generate``; checkpoints:
+    ``save_pretrained`` / ``from_pretrained`` / ``mambaseq.model.load_pretrained`` (``mambaseq.pretrained``)."""
+
+    config_class = SaShiMiConfig
 
     def __init__(self, cfg: SaShiMiConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.body = Scale(cfg, 0, cfg.d_model)
-        self.norm_f = _norm(cfg.block_config(), cfg.d_model)
+        self.norm_f = norm_layer(cfg, cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         n_blocks = 2 * cfg.n_layer * (len(cfg.pool) + 1)
-        _init_weights(self, n_blocks)
+        init_weights(self, n_blocks)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embedding.weight
 
@@ -215,38 +207,3 @@ class SaShiMiLM(nn.Module, GenerationMixin):
         """Set the positions of every scale of ``cache`` as after ``t`` consumed tokens (graph replays
         advance the tensors but not these Python counters)."""
         self.body.set_position(cache, t)
-
-    # -------------------------------------------------------------- checkpoints (config.json + safetensors)
-    def save_pretrained(self, directory: str | os.PathLike, **meta: Any) -> Path:
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        fd, w_tmp = tempfile.mkstemp(dir=d, prefix=".model.", suffix=".tmp")
-        os.close(fd)
-        c_tmp = d / f".config.json.tmp{os.getpid()}"
-        try:
-            save_model(self, w_tmp)
-            c_tmp.write_text(json.dumps({**meta, "architecture": type(self).__name__, **asdict(self.cfg)}, indent=2))
-            os.replace(w_tmp, d / "model.safetensors")
-            os.replace(c_tmp, d / "config.json")
-        finally:
-            Path(w_tmp).unlink(missing_ok=True)
-            c_tmp.unlink(missing_ok=True)
-        return d
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> "SaShiMiLM":
-        d = Path(directory)
-        try:
-            raw = read_json(d / "config.json")  # a damaged file: CorruptFileError naming it
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{d / 'config.json'}: missing (expected a save_pretrained directory)") from None
-        if raw.get("architecture") != cls.__name__:
-            raise ValueError(f"{d / 'config.json'}: architecture {raw.get('architecture')!r}, expected {cls.__name__}")
-        known = {f.name for f in dataclasses.fields(SaShiMiConfig)}
-        unknown = set(raw) - known - {"architecture"}
-        if unknown:
-            raise ValueError(f"{d / 'config.json'}: unknown SaShiMiConfig field(s) {sorted(unknown)}; fields are "
-                             f"{sorted(known)}")
-        model = cls(SaShiMiConfig(**{k: v for k, v in raw.items() if k in known}))
-        load_weights(model, d / "model.safetensors", device=map_location)  # errors name the file
-        return model

@@ -23,14 +23,9 @@ from pathlib import Path
 
 import torch
 
-# Relative RMS error allowed, by the dtype of the kernel's inputs/outputs. The state and all
-# accumulation are fp32 in every case; bf16/fp16 bounds cover rounding of inputs/outputs/gradients
-# (bf16 keeps 8 significant bits: one rounding is ~2-4e-3 RMS; the interpreter truncates).
-TOLERANCES: dict[torch.dtype, float] = {
-    torch.float32: 2e-4,
-    torch.float16: 5e-3,
-    torch.bfloat16: 2e-2,
-}
+from tolerances import REL_RMS
+
+TOLERANCES = REL_RMS  # relative RMS error allowed, by dtype: the one table is tests/tolerances.py
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

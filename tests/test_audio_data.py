@@ -10,6 +10,7 @@ import soundfile as sf
 from mambaseq.audio import AudioError
 from mambaseq.data_prep import sc09
 from seeding import current_seed, rng_for
+from seeding import current_seed
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
                                   reason="needs espeak-ng and sox (apt-get install -y espeak-ng sox)")

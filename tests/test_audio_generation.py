@@ -6,19 +6,14 @@ import pytest
 import torch
 
 from mambaseq.config import MambaConfig
-from mambaseq.generation import _draw, filter_logits, sample, sequence_loglik
+from mambaseq.generation import draw_tokens, filter_logits, sample, sequence_loglik
 from mambaseq.model import MambaLMHeadModel
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
 from seeding import current_seed
+from tolerances import CLOSE, SAMPLING_FREQUENCY
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # sampling runs hundreds of tiny step ops: one thread avoids hand-off overhead on a busy 2-core box
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # hundreds of tiny step ops
 
 
 def _rand_logits(*shape):
@@ -62,12 +57,11 @@ def test_temperature_and_combined_filters():
 @pytest.mark.parametrize("kw", [dict(temperature=0.7), dict(top_k=5), dict(top_p=0.8)], ids=["temp", "topk", "topp"])
 def test_draw_frequencies_match_filtered_distribution(kw):
     logits = _rand_logits(1, 12).expand(40_000, 12)
-    tok, model_lp, sample_lp = _draw(logits, kw.get("temperature", 1.0), kw.get("top_k", 0), kw.get("top_p", 1.0),
-                                     torch.Generator().manual_seed(1))
+    tok, model_lp, sample_lp = draw_tokens(logits, **kw, generator=torch.Generator().manual_seed(1))
     want = filter_logits(logits[:1], **kw).softmax(-1)[0]
     freq = torch.bincount(tok, minlength=12).float() / tok.numel()
     assert (freq[want == 0] == 0).all()  # filtered tokens are never drawn
-    assert (freq - want).abs().max() < 0.015
+    assert (freq - want).abs().max() < SAMPLING_FREQUENCY
     torch.testing.assert_close(model_lp, logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1))
     torch.testing.assert_close(sample_lp, want.log().expand(40_000, 12).gather(-1, tok[:, None]).squeeze(-1))
 
@@ -93,15 +87,15 @@ def test_recorded_loglik_matches_parallel_forward(name):
     model = _models()[name]
     out = sample(model, 23, batch_size=3, start_token=128, generator=torch.Generator().manual_seed(0), progress=False)
     assert out.tokens.shape == (3, 23)
-    torch.testing.assert_close(out.loglik, sequence_loglik(model, out.tokens, start_token=128), rtol=1e-4, atol=1e-3)
-    torch.testing.assert_close(out.loglik, out.sample_logprob, rtol=1e-4, atol=1e-3)  # T=1, no filter
+    torch.testing.assert_close(out.loglik, sequence_loglik(model, out.tokens, start_token=128), **CLOSE["fp32_loglik"])
+    torch.testing.assert_close(out.loglik, out.sample_logprob, **CLOSE["fp32_loglik"])  # T=1, no filter
     assert torch.allclose(out.bits_per_token, -out.loglik / (23 * math.log(2)))
 
     prefix = torch.randint(0, 256, (2, 9))
     out = sample(model, 11, prefix=prefix, top_k=20, return_prefix=True, progress=False)
     assert out.tokens.shape == (2, 20) and torch.equal(out.tokens[:, :9], prefix)
     logp = model(out.tokens[:, :-1]).log_softmax(-1).gather(-1, out.tokens[:, 1:, None]).squeeze(-1)
-    torch.testing.assert_close(out.loglik, logp[:, 8:].sum(-1), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(out.loglik, logp[:, 8:].sum(-1), **CLOSE["fp32_loglik"])
 
 
 class _Counting(torch.nn.Module):

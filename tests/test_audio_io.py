@@ -6,6 +6,8 @@ import soundfile as sf
 
 from mambaseq.audio import AudioError, fix_length, load_audio, save_wav
 from seeding import rng_for
+from seeding import current_seed
+from tolerances import CLOSE
 
 
 def _tone(sr: int, seconds: float, freq: float = 440.0) -> np.ndarray:
@@ -28,7 +30,7 @@ def test_stereo_is_mixed_down(tmp_path):
     left, right = _tone(16000, 0.25), _tone(16000, 0.25, 1000.0)
     sf.write(tmp_path / "s.wav", np.stack([left, right], 1), 16000)
     x = load_audio(tmp_path / "s.wav")
-    np.testing.assert_allclose(x, (left + right) / 2, atol=1e-4)  # 16-bit PCM precision
+    np.testing.assert_allclose(x, (left + right) / 2, **CLOSE["pcm16_mix"])
 
 
 @pytest.mark.parametrize("content,match", [(b"", "empty"), (b"this is not audio at all" * 10, "not a readable"),
@@ -67,4 +69,4 @@ def test_save_wav_atomic_round_trip(tmp_path, request):
     x = rng_for(request).uniform(-1, 1, 1600).astype(np.float32)
     p = save_wav(tmp_path / "sub" / "o.wav", x)
     assert [f.name for f in p.parent.iterdir()] == ["o.wav"]  # no temp file left behind
-    np.testing.assert_allclose(load_audio(p), x, atol=1 / 2**15 + 1e-6)
+    np.testing.assert_allclose(load_audio(p), x, **CLOSE["pcm16"])

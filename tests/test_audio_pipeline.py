@@ -9,6 +9,7 @@ import soundfile as sf
 
 from mambaseq.pipelines import audio
 from seeding import rng_for
+from seeding import current_seed
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,

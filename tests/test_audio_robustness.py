@@ -12,6 +12,7 @@ import torch
 from mambaseq.audio import AudioError, AudioWarning, fix_length, load_audio, resample, save_wav
 from mambaseq.audio import quantize as Q
 from seeding import rng_for
+from tolerances import CLOSE
 
 SUBTYPES = ("PCM_16", "PCM_24", "FLOAT", "PCM_U8")
 FORMATS = (("WAV", "wav"), ("AIFF", "aiff"), ("W64", "w64"))
@@ -134,7 +135,7 @@ def test_save_load_round_trip_random_lengths(tmp_path, request, sr):
         p = save_wav(tmp_path / f"r{n}.wav", x, sr)
         assert sf.info(p).frames == n and sf.info(p).samplerate == sr
         y, _ = sf.read(p, dtype="float32")
-        np.testing.assert_allclose(y, np.clip(x, -1, 1), atol=1 / 2**15 + 1e-6)
+        np.testing.assert_allclose(y, np.clip(x, -1, 1), **CLOSE["pcm16"])
     assert all(not f.name.startswith(".") for f in tmp_path.iterdir())  # no temp file left
 
 

@@ -5,6 +5,7 @@ import torch
 
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
 from seeding import current_seed
+from tolerances import CLOSE
 
 CASES = [  # (complex, pool, L): L not a multiple of the total pool on purpose, plus L shorter than one pool
     (False, (4, 4), 71),
@@ -16,13 +17,7 @@ CASES = [  # (complex, pool, L): L not a multiple of the total pool on purpose, 
 IDS = [f"{'cplx' if c else 'real'}-pool{'x'.join(map(str, p))}-L{L}" for c, p, L in CASES]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # hundreds of tiny step ops: one thread avoids hand-off overhead (and noisy timings on a busy CI box)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # hundreds of tiny step ops
 
 
 def _model(complex_, pool):
@@ -38,13 +33,13 @@ def test_step_equals_parallel(complex_, pool, L):
         full = m(x)
         cache = m.allocate_inference_cache(2)
         stepped = torch.stack([m.step(x[:, t], cache) for t in range(L)], 1)
-        torch.testing.assert_close(stepped, full, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(stepped, full, **CLOSE["fp32_step_vs_parallel"])
         split = L // 2 + 1  # prefill an awkward length, then step the rest
         cache = m.allocate_inference_cache(2)
-        torch.testing.assert_close(m(x[:, :split], cache=cache), full[:, :split], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(m(x[:, :split], cache=cache), full[:, :split], **CLOSE["fp32_step_vs_parallel"])
         rest = [m.step(x[:, t], cache) for t in range(split, L)]
         if rest:
-            torch.testing.assert_close(torch.stack(rest, 1), full[:, split:], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(torch.stack(rest, 1), full[:, split:], **CLOSE["fp32_step_vs_parallel"])
 
 
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "cplx"])
@@ -82,7 +77,7 @@ def test_prefill_after_a_step_continues_and_round_trip(tmp_path):
     cache = m.allocate_inference_cache(1)
     with torch.no_grad():
         m.step(x[:, 0], cache)  # a prefill on a cache in use continues from it (chunked prefill)
-        torch.testing.assert_close(m(x[:, 1:], cache=cache), m(x)[:, 1:], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(m(x[:, 1:], cache=cache), m(x)[:, 1:], **CLOSE["fp32_step_vs_parallel"])
     m.save_pretrained(tmp_path / "ck")
     m2 = SaShiMiLM.from_pretrained(tmp_path / "ck")
     assert m2.cfg == m.cfg

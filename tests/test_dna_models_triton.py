@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from kernel_utils import check_errors, rel_rms, run_interpreted
+from tolerances import REL_RMS
 
-TOL = 2e-4  # relative RMS, fp32 (kernel_utils.TOLERANCES[torch.float32])
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,11 @@ def interpreted() -> dict[str, dict[str, float]]:
 
 @pytest.mark.parametrize("case_id", INTERP_IDS)
 def test_dna_models_triton_interpreter(case_id, interpreted):
-    check_errors(case_id, interpreted[case_id], TOL)
+    check_errors(case_id, interpreted[case_id], REL_RMS[torch.float32])
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_dna_models_triton_gpu(case):
-    check_errors(case.id, case_errors(case, "cuda"), TOL)
+    check_errors(case.id, case_errors(case, "cuda"), REL_RMS[torch.float32])

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from kernel_utils import DTYPES, rel_rms, table_tests
+from tolerances import CLOSE
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,8 @@ def test_oracle_is_the_blocks_eager_step(cplx):
     s1, s2 = h0.clone(), h0.clone()
     want = selective_state_update_ref(s1, x, dt, A, B, C, D, z, dt_b, True)
     got = ssm_step_ref(s2, x, x_dbl, z, dt_w, dt_b, A_log, D, A_imag)
-    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(s2, s1, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got, want, **CLOSE["fp32_refused"])
+    torch.testing.assert_close(s2, s1, **CLOSE["fp32_refused"])
 
 
 def test_stepping_the_oracle_equals_the_scan():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from kernel_utils import DTYPES, TOLERANCES, check_errors, rel_rms, run_interpreted
+from kernel_utils import DTYPES, TOLERANCES, check_errors, rel_rms, table_tests
 from seeding import current_seed
 
 gpu = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -149,27 +149,13 @@ def case_errors(c: ScanCase, device: str) -> dict[str, float]:
     return errors
 
 
-@pytest.fixture(scope="module")
-def interp_results():
-    pytest.importorskip("triton")
-    return run_interpreted(__file__, INTERP_IDS)
-
-
-@pytest.mark.parametrize("case", [c for c in TABLE if c.id in INTERP_IDS], ids=lambda c: c.id)
-def test_scan_triton_interpreter(case, interp_results):
-    check_errors(case.id, interp_results[case.id], TOLERANCES[DTYPES[case.dtype]])
+interp_results, test_scan_triton_interpreter, test_scan_triton_gpu = table_tests(__file__, TABLE, INTERP_IDS,
+                                                                                 case_errors)
 
 
 def test_interpreter_subset_is_in_table():
     ids = {c.id for c in TABLE}
     assert set(INTERP_IDS) <= ids and len(ids) == len(TABLE)
-
-
-@pytest.mark.parametrize("case", TABLE, ids=lambda c: c.id)
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_scan_triton_gpu(case):
-    check_errors(case.id, case_errors(case, "cuda"), TOLERANCES[DTYPES[case.dtype]])
 
 
 @pytest.mark.gpu

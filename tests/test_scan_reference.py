@@ -1,12 +1,14 @@
-"""The reference selective scan against a float64 step-by-step loop: outputs, last state, every gradient."""
+"""The CPU path (backend="reference", kernels/selective_scan_cpu.py) against the oracle, a float64
+step-by-step loop (selective_scan_ref): outputs, last state, every gradient."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mambaseq.kernels import selective_scan, selective_scan_naive
-from mambaseq.kernels import selective_scan_ref as ref_mod
+from mambaseq.kernels import selective_scan, selective_scan_ref
+from mambaseq.kernels import selective_scan_cpu as cpu_mod
+from tolerances import CLOSE, SCAN_LOW_PRECISION
 
 # (batch, dim, L, N, groups, complex, segment elements) — the small segment budgets force several
 # segments and a padded tail, so the cross-segment carry and the backward's recomputation are exercised.
@@ -43,7 +45,7 @@ def make_inputs(b, d, L, n, g, cplx, dtype=torch.float64, seed=0):
 @pytest.fixture
 def segment(monkeypatch):
     def set_(elems: int) -> None:
-        monkeypatch.setattr(ref_mod, "_SEGMENT_ELEMS", elems)
+        monkeypatch.setattr(cpu_mod, "SEGMENT_ELEMS", elems)
 
     return set_
 
@@ -51,12 +53,12 @@ def segment(monkeypatch):
 @pytest.mark.parametrize("case", CASES, ids=_id)
 @pytest.mark.parametrize("options", ["all", "bare"])
 @pytest.mark.parametrize("strategy", ["chunked", "plain-loop"])
-def test_reference_matches_naive_loop(case, options, strategy, segment, monkeypatch):
+def test_cpu_path_matches_the_oracle(case, options, strategy, segment, monkeypatch):
     """Chunked scans (narrow problems) and the plain per-step loop (wide problems)."""
     b, d, L, n, g, cplx, seg = case
     segment(seg)
     if strategy == "plain-loop":  # the path wide problems take: one op per time step, no chunk carries
-        monkeypatch.setattr(ref_mod, "_MIN_ROW", 1)
+        monkeypatch.setattr(cpu_mod, "MIN_ROW", 1)
     x = make_inputs(b, d, L, n, g, cplx)
     full = options == "all"
     names = ["u", "delta", "A", "B", "C"] + (["D", "z", "delta_bias", "h0"] if full else [])
@@ -67,9 +69,9 @@ def test_reference_matches_naive_loop(case, options, strategy, segment, monkeypa
     delta = x["delta"] if full else x["delta"].abs()  # without softplus, keep the step positive
     out, last = selective_scan(x["u"], delta, x["A"], x["B"], x["C"], **kw, return_last_state=True,
                                initial_state=h0, backend="reference")
-    ref_out, ref_last = selective_scan_naive(x["u"], delta, x["A"], x["B"], x["C"], **kw, initial_state=h0)
-    torch.testing.assert_close(out, ref_out, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(last, ref_last, rtol=1e-9, atol=1e-9)
+    ref_out, ref_last = selective_scan_ref(x["u"], delta, x["A"], x["B"], x["C"], **kw, initial_state=h0)
+    torch.testing.assert_close(out, ref_out, **CLOSE["fp64_oracle"])
+    torch.testing.assert_close(last, ref_last, **CLOSE["fp64_oracle"])
     gen = torch.Generator().manual_seed(1)
     gout = torch.randn(out.shape, generator=gen, dtype=out.dtype)
     glast = torch.randn(last.shape, generator=gen, dtype=last.dtype)
@@ -82,7 +84,7 @@ def test_reference_matches_naive_loop(case, options, strategy, segment, monkeypa
     want = torch.autograd.grad(loss(ref_out, ref_last), params)
     for name, g1, g2 in zip(names, got, want):
         assert torch.isfinite(torch.view_as_real(g1) if g1.is_complex() else g1).all(), name
-        torch.testing.assert_close(g1, g2, rtol=1e-8, atol=1e-9, msg=lambda m, name=name: f"grad {name}: {m}")
+        torch.testing.assert_close(g1, g2, **CLOSE["fp64_oracle_grad"], msg=lambda m, name=name: f"grad {name}: {m}")
 
 
 @pytest.mark.parametrize("cplx", [False, True], ids=["real", "cplx"])
@@ -97,7 +99,7 @@ def test_gradcheck_tiny(cplx, segment):
                                    backend="reference")
         return out, torch.view_as_real(last) if last.is_complex() else last
 
-    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, **CLOSE["fp64_gradcheck"])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
@@ -107,11 +109,11 @@ def test_low_precision_inputs_keep_fp32_state(dtype):
     out, last = selective_scan(u, delta, x["A"], x["B"].to(dtype), x["C"].to(dtype), x["D"], x["z"].to(dtype),
                                x["delta_bias"], True, True, backend="reference")
     assert out.dtype == dtype and last.dtype == torch.float32
-    ref, _ = selective_scan_naive(*(t.to(dtype).double() for t in (u, delta)), x["A"].double(),
+    ref, _ = selective_scan_ref(*(t.to(dtype).double() for t in (u, delta)), x["A"].double(),
                                   x["B"].to(dtype).double(), x["C"].to(dtype).double(), x["D"].double(),
                                   x["z"].to(dtype).double(), x["delta_bias"].double(), True)
     err = (out.double() - ref).norm() / ref.norm()
-    assert err < {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype], err
+    assert err < SCAN_LOW_PRECISION[dtype], err
 
 
 def test_interleaved_complex_bc_matches_complex_tensors():
@@ -136,8 +138,8 @@ def test_long_sequence_is_chunked_not_materialised(segment):
     o2, l2 = selective_scan(*(sl(t, h, None) for t in args[:2]), x["A"], sl(x["B"], h, None), sl(x["C"], h, None),
                             x["D"], sl(x["z"], h, None), x["delta_bias"], True, True, initial_state=l1,
                             backend="reference")
-    torch.testing.assert_close(out, torch.cat([o1, o2], -1), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(last, l2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, torch.cat([o1, o2], -1), **CLOSE["fp32_split_scan"])
+    torch.testing.assert_close(last, l2, **CLOSE["fp32_split_scan"])
 
 
 BAD = [

@@ -91,22 +91,22 @@ def linear_decode(q: ArrayT) -> ArrayT:
     return x.numpy() if was_np else x
 
 
+def _codec(method: str) -> tuple:
+    """(encoder, decoder) of a quantization ``method``; ValueError naming the choices otherwise."""
+    codecs = {"mulaw": (mu_law_encode, mu_law_decode), "linear": (linear_encode, linear_decode)}
+    if method not in codecs:
+        raise ValueError(f"quantization method must be one of {QUANTIZERS}, got {method!r}")
+    return codecs[method]
+
+
 def encode(x: ArrayT, method: str = "mulaw") -> ArrayT:
     """Dispatch on `method` ("mulaw" | "linear")."""
-    if method == "mulaw":
-        return mu_law_encode(x)
-    if method == "linear":
-        return linear_encode(x)
-    raise ValueError(f"quantization method must be one of {QUANTIZERS}, got {method!r}")
+    return _codec(method)[0](x)
 
 
 def decode(q: ArrayT, method: str = "mulaw") -> ArrayT:
     """Dispatch on `method` ("mulaw" | "linear")."""
-    if method == "mulaw":
-        return mu_law_decode(q)
-    if method == "linear":
-        return linear_decode(q)
-    raise ValueError(f"quantization method must be one of {QUANTIZERS}, got {method!r}")
+    return _codec(method)[1](q)
 
 
 def silence_token(method: str = "mulaw") -> int:
