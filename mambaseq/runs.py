@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 from mambaseq.config import MambaConfig
-from mambaseq.fileio import read_json
 from mambaseq.masked_lm import MambaForMaskedLM
 from mambaseq.model import CONFIG_NAME, MambaForSequenceClassification, MambaLMHeadModel, load_pretrained
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
@@ -157,10 +156,8 @@ def build_model(spec: Mapping[str, Any], head: str = "lm", device: str | None = 
 
 
 def load_model(directory: str | Path, map_location: str = "cpu") -> nn.Module:
-    """A checkpoint folder as the architecture its config.json records (``mambaseq.model.load_pretrained``;
-    SaShiMiLM is looked up here until the architecture registry holds it)."""
-    if read_json(Path(directory) / CONFIG_NAME).get("architecture") == SaShiMiLM.__name__:
-        return SaShiMiLM.from_pretrained(directory, map_location)
+    """A checkpoint folder as the architecture its config.json records (``mambaseq.model.load_pretrained``:
+    every registered architecture, SaShiMiLM included)."""
     return load_pretrained(directory, map_location)
 
 

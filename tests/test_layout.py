@@ -1,6 +1,6 @@
-"""The layout a newcomer relies on (issue 11): the README's layout table matches the tree, no import cycle
-among mambaseq.* modules, no module imports another's private (``_name``) helpers, no pipeline imports
-another, and the config groups offer what the docs promise (every named size as ``model=<size>``)."""
+"""The layout a newcomer relies on (issue 11): the README's layout table matches the tree, no pipeline imports
+another, and the config groups offer what the docs promise (every named size as ``model=<size>``). Import
+cycles and private-name imports are checked over the whole tree in tests/test_structure.py."""
 
 from __future__ import annotations
 
@@ -17,10 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # installed name of each top-level source folder (pyproject.toml's package-dir)
 PACKAGES = {"mambaseq": "mambaseq", "kernels": "mambaseq.kernels", "pipelines": "mambaseq.pipelines",
             "data_prep": "mambaseq.data_prep", "configs": "mambaseq.configs"}
-# folders whose private-import hygiene is checked (the library half's folders join when its remodel lands)
-NO_PRIVATE_IMPORTS = ("pipelines", "data_prep", "mambaseq/data", "mambaseq/audio", "mambaseq/training",
-                      "mambaseq/runs.py", "mambaseq/reports.py", "mambaseq/cli.py", "mambaseq/fileio.py",
-                      "mambaseq/settings.py")
 
 
 def _modules() -> dict[str, Path]:
@@ -59,39 +55,11 @@ def test_readme_layout_table_matches_the_tree():
     assert folders | packages <= listed, f"folders missing from the README's layout table: {(folders | packages) - listed}"
 
 
-def test_no_import_cycles_among_mambaseq_modules():
-    mods = _modules()
-    graph = {m: set() for m in mods}
-    for m, p in mods.items():
-        for target, name, _ in _imports(m, p):
-            if f"{target}.{name}" in mods:
-                graph[m].add(f"{target}.{name}")
-            elif target in mods and target != m:
-                graph[m].add(target)
-    state: dict[str, int] = {}
-
-    def visit(m: str, path: list[str]) -> None:
-        state[m] = 1
-        for n in sorted(graph[m]):
-            assert state.get(n) != 1, f"import cycle: {' -> '.join(path[path.index(n):] + [n]) if n in path else n}"
-            if n not in state:
-                visit(n, path + [n])
-        state[m] = 2
-
-    for m in sorted(graph):
-        if m not in state:
-            visit(m, [m])
-
-
-def test_no_private_imports_and_no_pipeline_imports_another():
+def test_no_pipeline_imports_another():
     bad = []
     for m, p in _modules().items():
         rel = str(p.relative_to(ROOT))
-        if not rel.startswith(NO_PRIVATE_IMPORTS):
-            continue
         for target, name, line in _imports(m, p):
-            if name.startswith("_") and not name.startswith("__"):
-                bad.append(f"{rel}:{line} imports {target}.{name}")
             if m.startswith("mambaseq.pipelines.") and target.startswith("mambaseq.pipelines"):
                 bad.append(f"{rel}:{line} imports the pipeline {target}.{name}".rstrip("."))
     assert not bad, "\n".join(bad)

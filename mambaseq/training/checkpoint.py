@@ -27,11 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from mambaseq.config import CONFIG_NAME, WEIGHTS_NAME
 from mambaseq.fileio import CorruptFileError, atomic_dir, check_safetensors, fitting_weights, read_json
 
 STATE_NAME = "trainer_state.pt"
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 TMP_PREFIX = ".tmp-"
 
 
