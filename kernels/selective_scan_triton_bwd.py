@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .selective_scan_triton_kernels import (
-    LN2, advance, decay, load_state, prologue, step_load, store_state,
+    LN2, advance, decay, load_state, loop_bound, prologue, step_load, store_state,
 )
 
 
@@ -58,7 +58,7 @@ def scan_bwd_kernel(
     if LOCAL:
         Gr = tl.zeros([BN, BD], tl.float32)
         Gi = tl.zeros([BN, BD], tl.float32)
-        for j in range(ns):
+        for j in range(loop_bound(ns)):
             t0 = t_start + (ns - 1 - j) * BT
             for i in tl.static_range(BT - 1, -1, -1):
                 so, m, dt, sig, uu, br, bi, cr, ci = step_load(delta_ptr, u_ptr, b_ptr, c_ptr, pid_b, bg, t0 + i, t_end,
@@ -80,7 +80,7 @@ def scan_bwd_kernel(
         hr, hi = load_state(hstart_ptr, kb, T2, m2, ND, CPLX)
         # pass 1: re-run the chunk forward, checkpointing the state at every sub-chunk start
         sub0 = t_start // BT
-        for j in range(ns):
+        for j in range(loop_bound(ns)):
             store_state(scratch_ptr, (pid_b * NSUB + sub0 + j).to(tl.int64) * (P * ND), T2, hr, hi, m2, ND, CPLX)
             if j < ns - 1:
                 for i in tl.static_range(BT):
@@ -95,7 +95,7 @@ def scan_bwd_kernel(
         dbias = tl.zeros([BD], tl.float32)
         prow = pid_b * nblk + blk  # this program's rows of the (b, nblk, L, N) dB/dC partials
         # pass 2: sub-chunks right to left; each re-runs its BT steps in registers, then walks back
-        for j in range(ns):
+        for j in range(loop_bound(ns)):
             s_ = ns - 1 - j
             t0 = t_start + s_ * BT
             hr, hi = load_state(scratch_ptr, (pid_b * NSUB + sub0 + s_).to(tl.int64) * (P * ND), T2, m2, ND, CPLX)

@@ -35,6 +35,18 @@ import triton.language as tl
 FAST_TRIG = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 LN2 = tl.constexpr(0.6931471805599453)  # kernels hold Re(A) * log2(e); this undoes it in dA-terms
 
+if os.environ.get("TRITON_INTERPRET", "0") == "1":
+    def loop_bound(x):
+        """A runtime loop bound as a Python int. The interpreter holds each scalar as a 1-element array, and
+        Triton 3.6's interpreter hands range() int(array), a TypeError from NumPy 2.4 on (later Tritons
+        squeeze the array first)."""
+        return x.handle.data.item() if isinstance(x, tl.tensor) else x
+else:
+    @triton.jit
+    def loop_bound(x):
+        """Compiled: the bound itself (inlined; the loop is the same scf.for as ``range(x)``)."""
+        return x
+
 
 @triton.jit
 def _softplus_sig(x, SOFTPLUS: tl.constexpr):
@@ -207,7 +219,7 @@ def scan_fwd_kernel(
     dsum = tl.zeros([BD], tl.float32)
     t_start = k * Lc
     t_end = tl.minimum(L, t_start + Lc)
-    for t0 in range(t_start, t_end, BT):
+    for t0 in range(loop_bound(t_start), loop_bound(t_end), BT):
         for i in tl.static_range(BT):
             so, m, dt, sig, uu, br, bi, cr, ci = step_load(delta_ptr, u_ptr, b_ptr, c_ptr, pid_b, bg, t0 + i, t_end, L, d,
                                                           N, dch, n, nmask, zd, zn, bias, HAS_BIAS, SOFTPLUS, CPLX)
@@ -253,7 +265,7 @@ def combine_kernel(local_ptr, dsum_ptr, A_ptr, h0_ptr, carry_ptr, d, N, K,
     if REVERSE:
         ai = -ai
     hr, hi = load_state(h0_ptr, pid_b.to(tl.int64) * (P * ND), T2, m2, ND, CPLX)
-    for j in range(K):
+    for j in range(loop_bound(K)):
         k = K - 1 - j if REVERSE else j
         kb = (pid_b * K + k).to(tl.int64) * (P * ND)
         store_state(carry_ptr, kb, T2, hr, hi, m2, ND, CPLX)
