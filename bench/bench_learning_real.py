@@ -145,9 +145,8 @@ def pipeline_config(store: Path, bed: Path, seq_len: int, out_dir: Path, overrid
 
 
 def n_policy(cfg: runs.Config) -> dict[str, Any]:
-    d = cfg["data"]
-    frac = d.get("max_n_fraction")
-    return {"max_n_fraction": None if frac is None else float(frac), "mask_n": bool(d.get("mask_n", True))}
+    """The apes pipeline's N policy (``data.max_n_fraction``, ``data.mask_n``)."""
+    return runs.load_pipeline("apes").n_policy(cfg)
 
 
 def same_window_baselines(cfg: runs.Config, seq_len: int) -> dict[str, Any]:

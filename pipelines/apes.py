@@ -99,7 +99,7 @@ def load_splits(cfg: Config, store: TokenStore) -> dict[str, list[Interval]]:
     return read_split_bed(bed) if bed else split_intervals(store, by="store")
 
 
-def _n_policy(cfg: Config) -> dict[str, Any]:
+def n_policy(cfg: Config) -> dict[str, Any]:
     """Window options that keep assembly gaps from being a cue: windows with more than
     ``data.max_n_fraction`` N are left out, the remaining N become random bases (``data.mask_n``)."""
     d = cfg["data"]
@@ -130,7 +130,7 @@ def _baselines(cfg: Config, store: TokenStore, splits: dict[str, list[Interval]]
     n = max(int(ev.get("baseline_min_windows", 256)), int(n_tokens) // seq_len)
     n = min(n, int(ev.get("baseline_max_windows") or n))
     x, y = RandomWindows(store, splits["train"], seq_len, seed=int(cfg["seed"]) + 1, balance_labels=True,
-                         **_n_policy(cfg)).batch(0, n)
+                         **n_policy(cfg)).batch(0, n)
     tx, ty = zip(*[(a.numpy(), b.numpy()) for a, b in test.batches(256)])
     ks = [int(k) for k in ev.get("baseline_ks", (3, 4, 5, 6))]
     return kmer_baselines(x.numpy(), y.numpy(), np.concatenate(tx), np.concatenate(ty), ks)
@@ -144,7 +144,7 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
     splits = load_splits(cfg, store)
     seed, n_labels = int(cfg["seed"]), len(store.label_names)
     tcfg = runs.train_config(cfg, seq_len)
-    base = RandomWindows(store, splits["train"], seq_len, seed=seed, balance_labels=True, **_n_policy(cfg))
+    base = RandomWindows(store, splits["train"], seq_len, seed=seed, balance_labels=True, **n_policy(cfg))
     by_len: dict[int, RandomWindows] = {seq_len: base}
     rc = bool(cfg["data"]["rc_augment"])
 
@@ -157,7 +157,7 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
         return x, y
 
     val = TiledWindows(store, splits["val"], seq_len, max_per_label=int(cfg["eval"]["val_windows_per_class"]),
-                       seed=seed, **_n_policy(cfg))
+                       seed=seed, **n_policy(cfg))
     device = resolve_device(tcfg.device)
 
     def eval_fn(model: torch.nn.Module, step: int) -> dict[str, float]:
@@ -188,7 +188,7 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
     model = runs.load_model(ckpt).to(device)
     splits = load_splits(cfg, store)
     test = TiledWindows(store, splits["test"], seq_len, max_per_label=int(cfg["eval"]["test_windows_per_class"]),
-                        seed=int(cfg["seed"]), **_n_policy(cfg))
+                        seed=int(cfg["seed"]), **n_policy(cfg))
     labels = store.label_names
     t0 = time.perf_counter()
     cm, loss = _classify(cfg, model, test, len(labels), device, tcfg.precision)
@@ -206,7 +206,7 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
     m["kmer_baseline_accuracy"] = None if best_k is None else m["kmer_baselines"][best_k]
     m.update(seq_len=seq_len, test_loss=loss, eval_tokens_per_s=len(y) * seq_len / dt, checkpoint=str(ckpt),
              data=describe(store), synthetic=store.synthetic, source=store.source.get("kind"),
-             n_policy=_n_policy(cfg), test_windows_left_out_for_n=test.n_left_out,
+             n_policy=n_policy(cfg), test_windows_left_out_for_n=test.n_left_out,
              model=cfg["model"], train=train_summary, device=str(device))
     syn = " [SIMULATED data]" if store.synthetic else ""
     title = (f"great apes, {seq_len:,}-base windows, test acc {m['accuracy']:.3f} "
