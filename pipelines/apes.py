@@ -13,7 +13,6 @@ homologous region, so test windows come from regions no species showed during tr
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -168,11 +167,6 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
     torch.manual_seed(seed)
     model = build_model(cfg, n_labels)
     out = run_dir(cfg, store, seq_len)
-    stale = out / "checkpoints"
-    if not resume and stale.is_dir() and any(stale.iterdir()):
-        # a fresh run must never be evaluated from a previous run's checkpoints (a higher step number wins)
-        print(f"starting afresh in {out}: removing the previous run's checkpoints (--resume continues them)")
-        shutil.rmtree(stale)
     write_bed([iv for name in ("train", "val", "test") for iv in splits[name]], out / "splits.bed")
     print(f"training {cfg['model']['size']} ({runs.n_params(model):,} params) on "
           f"{seq_len:,}-base windows, {tcfg.max_steps} steps x {tcfg.batch_size} -> {out}")

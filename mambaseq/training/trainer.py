@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,11 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
         if is_main:
             print(f"resumed from {ckpt} at step {start}")
     else:
+        stale = Path(run_dir) / "checkpoints"
+        if is_main and stale.is_dir() and any(stale.iterdir()):
+            # a fresh run is never evaluated from a previous run's checkpoints (the highest step number wins)
+            print(f"starting afresh in {run_dir}: removing the previous run's checkpoints (resume continues them)")
+            shutil.rmtree(stale)
         torch.manual_seed(cfg.seed)
     train_model = model
     if dist:
