@@ -161,8 +161,14 @@ def _conv_update_kernel(x_ptr, state_ptr, w_ptr, bias_ptr, out_ptr, d, sx,
             v = xv.to(state_ptr.dtype.element_ty)
         else:
             v = tl.load(state_ptr + row * W + k + 1, mask=dmask, other=0.0)
-        tl.store(state_ptr + row * W + k, v, mask=dmask)  # reads of k+1 precede this store in program order
         acc += tl.load(w_ptr + dch * W + k, mask=dmask, other=0.0).to(tl.float32) * v.to(tl.float32)
+    # roll the state: a block narrower than the program's threads is held by several threads (replicas), so
+    # every replica reads the old values before any writes new ones (barriers), or a late one reads a new value
+    tl.debug_barrier()
+    for k in tl.static_range(W - 1):
+        tl.store(state_ptr + row * W + k, tl.load(state_ptr + row * W + k + 1, mask=dmask, other=0.0), mask=dmask)
+        tl.debug_barrier()
+    tl.store(state_ptr + row * W + W - 1, xv.to(state_ptr.dtype.element_ty), mask=dmask)
     if ACT:
         acc = acc * tl.sigmoid(acc)
     tl.store(out_ptr + row, acc.to(out_ptr.dtype.element_ty), mask=dmask)

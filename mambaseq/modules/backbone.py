@@ -12,12 +12,12 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from mambaseq.config import MambaConfig
-from mambaseq.kernels import add_rms_norm
+from mambaseq.kernels import add_rms_norm, add_rms_norm_linear
 
 from . import rc
 from .block import ResidualBlock, norm_layer
 from .init import init_weights
-from .mamba import MambaCache
+from .mamba import Mamba, MambaCache
 
 
 def check_token_ids(input_ids: Tensor, vocab_size: int) -> None:
@@ -95,8 +95,14 @@ class MambaBackbone(nn.Module):
                                       "a kmer_size=1 model")
         h, res = self.embedding(input_ids.long()), None
         for layer, c in zip(self.layers, cache):
-            normed, res = self._add_norm(h, res, layer.norm)
-            h = layer.mixer.step(normed, c)
+            mixer = layer.mixer
+            if isinstance(layer.norm, nn.RMSNorm) and isinstance(mixer, Mamba):  # norm + in_proj: one op
+                xz, res = add_rms_norm_linear(h, res, layer.norm.weight, layer.norm.eps, mixer.in_proj.weight,
+                                              mixer.in_proj.bias, backend=self.cfg.backend)
+                h = mixer.step_xz(xz, c)
+            else:
+                normed, res = self._add_norm(h, res, layer.norm)
+                h = mixer.step(normed, c)
         return self._add_norm(h, res, self.norm_f)[0]
 
     def _add_norm(self, x: Tensor, residual: Tensor | None, norm: nn.Module) -> tuple[Tensor, Tensor]:

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mambaseq.kernels import (causal_conv1d, causal_conv1d_update, mamba_inner, resolve_backend, selective_scan,
+from mambaseq.kernels import (causal_conv1d, conv_x_proj_step, mamba_inner, resolve_backend, selective_scan,
                               ssm_step)
 
 
@@ -201,13 +201,19 @@ class Mamba(nn.Module):
         """One token: (batch, d_model) -> (batch, d_model); updates ``cache`` in place."""
         if hidden_states.dim() != 2 or hidden_states.shape[-1] != self.d_model:
             raise ValueError(f"Mamba.step expects (batch, d_model={self.d_model}); got {tuple(hidden_states.shape)}")
-        if cache.conv_state.shape[0] != hidden_states.shape[0]:
+        return self.step_xz(self.in_proj(hidden_states), cache)
+
+    def step_xz(self, xz: Tensor, cache: MambaCache) -> Tensor:
+        """One token from in_proj's output: xz (batch, 2 * d_inner) -> (batch, d_model); updates ``cache``.
+        (The backbone's step fuses the pre-norm with in_proj, ``add_rms_norm_linear``, and enters here.)"""
+        if cache.conv_state.shape[0] != xz.shape[0]:
             raise ValueError(f"cache was allocated for batch size {cache.conv_state.shape[0]}, "
-                             f"but the input has batch size {hidden_states.shape[0]}")
-        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # (b, d_inner) views, no copy
-        w = self.conv1d.weight.squeeze(1)
-        x = causal_conv1d_update(x, cache.conv_state, w, self.conv1d.bias, activation="silu", backend=self.backend)
+                             f"but the input has batch size {xz.shape[0]}")
+        x, z = xz.chunk(2, dim=-1)  # (b, d_inner) views, no copy
+        # conv update + SiLU + x_proj: one fused op (one kernel on the GPU, x_proj as partial sums)
+        x, x_dbl = conv_x_proj_step(x, cache.conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias,
+                                    self.x_proj.weight, backend=self.backend)
         # dt_proj, softplus, the state update, D skip and SiLU(z) gate: one fused op (one kernel on the GPU)
-        y = ssm_step(cache.ssm_state, x, self.x_proj(x), z, self.dt_proj.weight, self.dt_proj.bias, self.A_log,
+        y = ssm_step(cache.ssm_state, x, x_dbl, z, self.dt_proj.weight, self.dt_proj.bias, self.A_log,
                      self.D, self.A_imag if self.complex else None, backend=self.backend)
         return self.out_proj(y)
