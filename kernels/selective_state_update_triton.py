@@ -97,7 +97,11 @@ def step_blocks(b: int, d: int, BN: int, device: torch.device) -> tuple[int, int
     # (b=1, d=4096, N=16: 256 programs of 16 channels instead of 64 programs of 64).
     want = max(1, (b * d) // (2 * num_sms(device.index or 0)))  # channels per program
     BD = min(triton.next_power_of_2(d), max(16, min(1024 // BN, triton.next_power_of_2(want) // 2)))
-    return BD, max(1, min(4, BD * BN // 256))
+    # Large steps are bandwidth bound: 16 state values per thread beat 8 (H200, d 1536, N 16, b 64,
+    # bench/tune_step.py: (64, 2) 5.9 us, (64, 4) 7.1 us); small ones are latency bound (b 16: (64, 4) 2.9 us,
+    # (64, 2) 3.5 us).
+    per_thread = 512 if b * d >= 65536 else 256
+    return BD, max(1, min(4, BD * BN // per_thread))
 
 
 def selective_state_update_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
