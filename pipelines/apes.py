@@ -26,7 +26,7 @@ from mambaseq.data import (VOCAB, Interval, RandomWindows, TiledWindows, TokenSt
 from mambaseq.data.kmers import kmer_baselines
 from mambaseq.fileio import write_json
 from mambaseq.reports import plot_accuracy_vs_length, write_classification_report
-from mambaseq.settings import ConfigError
+from mambaseq.settings import ConfigError, check_settings
 from mambaseq.training import classification_loss, resolve_device
 from mambaseq.training import train as train_loop
 from mambaseq.training.evaluation import (accuracy_ci, classification_counts, classification_metrics, confusion_pairs,
@@ -37,12 +37,13 @@ Config = runs.Config
 
 # --- configuration ----------------------------------------------------------------------------------
 SETTINGS = {
-    "data.seq_lens": "[int>=1]|null", "data.fractions": "[float>=0]", "data.seed": "int>=0",
+    "data.seq_lens": "[int>=1]|null", "data.fractions": "fractions", "data.seed": "int>=0",
     "data.sim_length": "int>=1", "data.rc_augment": "bool", "data.region_size": "int>=1|null",
-    "data.max_n_fraction": "float>=0|null", "data.mask_n": "bool", "data.sim_te_rate_scale": "float>=0",
+    "data.max_n_fraction": "fraction|null", "data.mask_n": "bool", "data.sim_te_rate_scale": "float>=0",
     "eval.test_windows_per_class": "int>=1", "eval.val_windows_per_class": "int>=1",
     "eval.baseline_train_tokens": "int>=0|null", "eval.baseline_min_windows": "int>=1",
-    "eval.baseline_max_windows": "int>=1|null", "init_weights": "bool",
+    "eval.baseline_max_windows": "int>=1|null", "init_weights": "bool", "init_from": "dir|null",
+    "data.split_bed": "file|null",
 }
 
 
@@ -50,12 +51,34 @@ def load_config(overrides: Sequence[str] = (), config_name: str = "apes") -> Con
     """``configs/<config_name>.yaml`` with Hydra overrides, every setting checked by name (ConfigError)
     before anything runs, the model's fields included."""
     cfg = runs.load_config(config_name, overrides, SETTINGS)
+    _check_data_source(cfg)
     if not cfg.get("init_from"):  # e.g. kmer_size with rc_equivariant, before any data is prepared
         try:
             build_model(cfg, n_labels=2, device="meta")
         except (TypeError, ValueError) as e:
             raise ConfigError(f"model: {e}") from e
     return cfg
+
+
+def _check_data_source(cfg: Config) -> None:
+    """The files the data step will read exist and the FASTA source has held-out chromosomes (ConfigError
+    naming the key), so a typo fails at once instead of with a traceback from inside data preparation."""
+    from mambaseq.data_prep.apes import SOURCES  # numpy only; Biopython is imported when a file is parsed
+    from mambaseq.data_prep.sources import resolve_source
+
+    d = cfg["data"]
+    if d.get("store"):
+        return check_settings(cfg, {"data.store": "dir"})
+    try:
+        kind = resolve_source(d["source"], SOURCES, d.get("fasta"), d.get("maf"))
+    except ValueError as e:  # "data.source must be one of ..."
+        raise ConfigError(str(e)) from None
+    check_settings(cfg, {"data.maf": "file|null"})
+    if kind == "fasta":
+        check_settings(cfg, {"data.fasta": "file"})
+        if not d.get("test_chroms"):
+            raise ConfigError(f"data.test_chroms={d.get('test_chroms')!r}: data.source=fasta needs held-out "
+                              "chromosomes (FASTA record ids), e.g. [chr22]")
 
 
 def seq_lens(cfg: Config) -> list[int]:
