@@ -24,14 +24,45 @@ class ConfigError(ValueError):
     """A run setting with a bad value; the message starts with its dotted key (e.g. ``data.seq_len``)."""
 
 
+_CHOICE = re.compile(r"^(?:\+\+|\+)?(\w+)=([\w.-]+)$")
+
+
+def group_options(group: str) -> list[str]:
+    """The choices of config group ``group`` (``model`` -> debug, tiny, ...): its YAML files, less the
+    ``_``-prefixed ones, which other files include (``model/_options.yaml``) and are not choices."""
+    import mambaseq.configs
+
+    folder = Path(mambaseq.configs.__file__).parent / group
+    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def group_choices(overrides: Sequence[str]) -> dict[str, str]:
+    """{group: choice} of the overrides that pick a config group option (``model=small``,
+    ``experiment=apes_gpu``); ConfigError listing the options when a choice is not one."""
+    out = {}
+    for o in overrides:
+        m = _CHOICE.match(o)
+        if m is None or m.group(2) == "null":
+            continue
+        group, choice = m.groups()
+        options = group_options(group)
+        if options and choice not in options:
+            raise ConfigError(f"{group}={choice}: not a {group} option; choose one of {', '.join(options)}")
+        if options:
+            out[group] = choice
+    return out
+
+
 def compose(config_name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Compose ``mambaseq/configs/<config_name>.yaml`` with Hydra ``overrides`` -> plain nested dict
-    (interpolations resolved). Any failure to parse or apply an override is a ConfigError carrying Hydra's
+    (interpolations resolved). A group choice that is not an option (``model=_options``, a typo) is a
+    ConfigError listing the options; so is any failure to parse or apply an override, carrying Hydra's
     message (Hydra raises several exception types for these)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from omegaconf import OmegaConf
 
+    group_choices(overrides)
     try:
         with initialize_config_module(config_module="mambaseq.configs", version_base=None):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))

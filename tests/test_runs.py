@@ -57,6 +57,45 @@ def test_cli_show_config(capsys):
         assert "seed: 7" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv", [["--resume", "model=debug", "seed=7"], ["model=debug", "--resume", "seed=7"],
+                                  ["model=debug", "--config-name", "apes", "seed=7"]],
+                         ids=["flag-first", "flag-between", "option-between"])
+def test_cli_options_may_come_anywhere_after_the_action(capsys, argv):
+    """`mambaseq apes run --resume model=small` used to stop at --resume: 'unrecognized arguments'."""
+    from mambaseq import cli
+
+    assert cli.main(["apes", "show-config", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "size: debug" in out and "seed: 7" in out
+    with pytest.raises(SystemExit):  # an unknown option is still an error
+        cli.main(["apes", "show-config", "model=debug", "--bogus"])
+
+
+@pytest.mark.parametrize("cmd,override,expected", [
+    ("apes", "experiment=sc09", "experiment=sc09 belongs to the audio pipeline"),
+    ("audio", "experiment=apes_gpu", "experiment=apes_gpu belongs to the apes pipeline"),
+    ("pretrain", "experiment=apes", "experiment=apes belongs to the apes pipeline"),
+    ("apes", "model=_options", "model=_options: not a model option; choose one of apes_cpu, base, debug,"),
+    ("pretrain", "model=smal", "model=smal: not a model option; choose one of"),
+], ids=["sc09-in-apes", "apes-in-audio", "apes-in-pretrain", "model-_options", "model-typo"])
+def test_group_choices_of_another_pipeline_or_internal_files_are_errors(capsys, cmd, override, expected):
+    """Another pipeline's experiment used to merge its keys in silently, and model=_options (a file the sizes
+    include) passed as a size; both are one-line errors listing what is valid."""
+    from mambaseq import cli
+
+    assert cli.main([cmd, "show-config", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {expected}") and err.count("\n") == 1
+    assert "_options" not in err.split("choose one of")[-1]
+
+
+def test_every_experiment_belongs_to_one_pipeline():
+    from mambaseq.settings import group_options
+
+    for e in group_options("experiment"):
+        assert sum(e.startswith(p) for p in runs.EXPERIMENTS.values()) == 1, e
+
+
 def test_classification_counts_give_the_same_metrics_as_the_predictions(request):
     """The evaluation loop sums confusion counts; metrics from them equal metrics from the raw predictions."""
     rng = rng_for(request)
