@@ -131,10 +131,13 @@ def n_policy(cfg: Config) -> dict[str, Any]:
 
 
 def _classify(cfg: Config, model: torch.nn.Module, windows: TiledWindows, n_labels: int, device: torch.device,
-              precision: str) -> tuple[np.ndarray, float]:
-    """-> (confusion matrix (n_labels, n_labels), mean cross-entropy) over every window."""
+              precision: str, split: str) -> tuple[np.ndarray, float]:
+    """-> (confusion matrix (n_labels, n_labels), mean cross-entropy) over every window; a progress bar
+    labelled ``split`` when ``train.progress``."""
     batch = max(1, int(cfg["eval"]["tokens_per_batch"]) // windows.length)
-    s = eval_loop(model, windows.batches(batch), classification_counts(n_labels), device, precision)
+    label = f"{split}: {len(windows):,} windows" if cfg["train"].get("progress", True) else None
+    s = eval_loop(model, windows.batches(batch), classification_counts(n_labels), device, precision,
+                  progress=label, total=-(-len(windows) // batch))
     if not s:
         return np.zeros((n_labels, n_labels), dtype=np.int64), 0.0
     return s["confusion"].cpu().numpy(), float(s["loss"]) / len(windows)
@@ -156,7 +159,8 @@ def _baselines(cfg: Config, store: TokenStore, splits: dict[str, list[Interval]]
                          **n_policy(cfg)).batch(0, n)
     tx, ty = zip(*[(a.numpy(), b.numpy()) for a, b in test.batches(256)])
     ks = [int(k) for k in ev.get("baseline_ks", (3, 4, 5, 6))]
-    return kmer_baselines(x.numpy(), y.numpy(), np.concatenate(tx), np.concatenate(ty), ks)
+    return kmer_baselines(x.numpy(), y.numpy(), np.concatenate(tx), np.concatenate(ty), ks,
+                          progress=bool(cfg["train"].get("progress", True)))
 
 
 # --- steps -----------------------------------------------------------------------------------------
@@ -184,7 +188,7 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
     device = resolve_device(tcfg.device)
 
     def eval_fn(model: torch.nn.Module, step: int) -> dict[str, float]:
-        cm, loss = _classify(cfg, model, val, n_labels, device, tcfg.precision)
+        cm, loss = _classify(cfg, model, val, n_labels, device, tcfg.precision, "validate")
         return {"acc": float(np.trace(cm) / cm.sum()), "loss": loss}
 
     torch.manual_seed(seed)
@@ -214,7 +218,7 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
                         seed=int(cfg["seed"]), **n_policy(cfg))
     labels = store.label_names
     t0 = time.perf_counter()
-    cm, loss = _classify(cfg, model, test, len(labels), device, tcfg.precision)
+    cm, loss = _classify(cfg, model, test, len(labels), device, tcfg.precision, "test")
     dt = time.perf_counter() - t0
     y, p = confusion_pairs(cm)
     m = classification_metrics(y, p, labels)

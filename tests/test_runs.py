@@ -127,3 +127,25 @@ def test_next_token_bits_sum_over_batches(request):
     parts = eval_loop(lm, [x[:2], x[2:]], next_token_bits, torch.device("cpu"), "fp32")
     assert whole["count"].tolist() == [5.0] * 12
     np.testing.assert_allclose(parts["bits_sum"].numpy(), whole["bits_sum"].numpy(), **CLOSE["fp32_partial_sums"])
+
+
+def test_evaluation_and_baseline_fits_show_progress(request, capsys):
+    """`mambaseq apes run` was silent for minutes while it evaluated and fitted the k-mer baselines on a CPU:
+    the evaluation loop shows a bar with counts and ETA, each baseline fit a line as it starts and ends."""
+    from mambaseq import MambaConfig, MambaLMHeadModel
+    from mambaseq.data.kmers import kmer_baselines
+
+    rng = rng_for(request)
+    x, y = rng.integers(0, 4, (40, 64)), rng.integers(0, 2, 40)
+    acc = kmer_baselines(x[:30], y[:30], x[30:], y[30:], ks=(2, 3), progress=True)
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == ["k-mer baseline 1/2"] * 2 + ["k-mer baseline 2/2"] * 2
+    assert out[-1].startswith(f"k-mer baseline 2/2: k=3 test accuracy {acc[3]:.3f}")
+    torch.manual_seed(seed_for(request))
+    lm = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=6))
+    xs = torch.from_numpy(x[:6] % 6)
+    eval_loop(lm, [xs[:3], xs[3:]], next_token_bits, torch.device("cpu"), "fp32", progress="test: 6 windows", total=2)
+    err = capsys.readouterr().err
+    assert "test: 6 windows: 100%" in err and "2/2" in err
+    eval_loop(lm, [xs], next_token_bits, torch.device("cpu"), "fp32")  # no label: silent, as before
+    assert capsys.readouterr().err == ""
