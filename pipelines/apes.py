@@ -231,8 +231,8 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
         "k": int(best_k), "accuracy": m["kmer_baselines"][best_k],
         "accuracy_ci95": accuracy_ci(round(m["kmer_baselines"][best_k] * len(y)), len(y))}
     m["kmer_baseline_accuracy"] = None if best_k is None else m["kmer_baselines"][best_k]
-    m.update(seq_len=seq_len, test_loss=loss, eval_tokens_per_s=len(y) * seq_len / dt, checkpoint=str(ckpt),
-             data=describe(store), synthetic=store.synthetic, source=store.source.get("kind"),
+    m.update(run_dir=str(out), seq_len=seq_len, test_loss=loss, eval_tokens_per_s=len(y) * seq_len / dt,
+             checkpoint=str(ckpt), data=describe(store), synthetic=store.synthetic, source=store.source.get("kind"),
              n_policy=n_policy(cfg), test_windows_left_out_for_n=test.n_left_out,
              model=cfg["model"], train=train_summary, device=str(device))
     syn = " [SIMULATED data]" if store.synthetic else ""
@@ -262,10 +262,12 @@ def run_all(cfg: Config, resume: bool = False) -> list[dict[str, Any]]:
         results.append(evaluate(cfg, L, store=store))
     out = Path(cfg["out_dir"])
     keys = ("seq_len", "accuracy", "accuracy_ci95", "balanced_accuracy", "chance_uniform", "kmer_baseline_accuracy",
-            "kmer_baselines", "n_windows", "synthetic", "source")
-    summary = [{k: r[k] for k in keys} | {"tokens_per_s": r["train"].get("tokens_per_s"),
-                                          "peak_memory_gib": r["train"].get("peak_memory_gib")} for r in results]
-    write_json({"results": summary, "wall_s": time.perf_counter() - t0}, out / "summary.json")
+            "kmer_baselines", "n_windows", "synthetic", "source", "run_dir")
+    summary = [{k: r[k] for k in keys} | {k: r["train"].get(k) for k in ("tokens_per_s", "peak_memory_gib",
+                                                                           "peak_rss_gib")} for r in results]
+    write_json({"note": "the latest `mambaseq apes run` in this out_dir (each run rewrites this file); every run's "
+                        "full results stay in its run_dir (metrics.json, train_summary.json)",
+                "results": summary, "wall_s": time.perf_counter() - t0}, out / "summary.json")
     if len(results) > 1:
         syn = " [SIMULATED]" if store.synthetic else ""
         plot_accuracy_vs_length(results, out / "accuracy_vs_length.png", f"great apes ({store.source.get('kind')}){syn}")
