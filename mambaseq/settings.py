@@ -128,6 +128,8 @@ def _path_problem(key: str, value: Any, kind: str) -> str | None:
     for sub, paths in entries:
         name = f"{key}.{sub}" if sub else key
         for p in paths if isinstance(paths, (list, tuple)) and paths else [paths]:
+            if p is None:
+                return f"{name}=null: no {noun} given"
             if not isinstance(p, str) or not p:
                 return f"{name}={p!r}: must be the path of a {noun}"
             if not exists(Path(p)):

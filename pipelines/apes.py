@@ -51,7 +51,6 @@ def load_config(overrides: Sequence[str] = (), config_name: str = "apes") -> Con
     """``configs/<config_name>.yaml`` with Hydra overrides, every setting checked by name (ConfigError)
     before anything runs, the model's fields included."""
     cfg = runs.load_config(config_name, overrides, SETTINGS)
-    _check_data_source(cfg)
     if not cfg.get("init_from"):  # e.g. kmer_size with rc_equivariant, before any data is prepared
         try:
             build_model(cfg, n_labels=2, device="meta")
@@ -60,9 +59,11 @@ def load_config(overrides: Sequence[str] = (), config_name: str = "apes") -> Con
     return cfg
 
 
-def _check_data_source(cfg: Config) -> None:
+def check_data_source(cfg: Config) -> None:
     """The files the data step will read exist and the FASTA source has held-out chromosomes (ConfigError
-    naming the key), so a typo fails at once instead of with a traceback from inside data preparation."""
+    naming the key), so a typo fails at once instead of with a traceback from inside data preparation.
+    Checked by ``prepare`` (every step starts with it), not at load: ``show-config`` of a recipe whose
+    files are still to be downloaded (``experiment=apes_genomes_gpu``) works."""
     from mambaseq.data_prep.apes import SOURCES  # numpy only; Biopython is imported when a file is parsed
     from mambaseq.data_prep.sources import resolve_source
 
@@ -104,6 +105,7 @@ def build_model(cfg: Config, n_labels: int, device: str | None = None) -> torch.
 def prepare(cfg: Config) -> TokenStore:
     """Prepare (or reuse) the great-apes store chosen by ``data.source``. Needs Biopython only when it
     has to parse FASTA/MAF; an already prepared store (``data.store``) is opened with numpy alone."""
+    check_data_source(cfg)
     d = cfg["data"]
     if d.get("store"):
         return TokenStore(d["store"])
