@@ -12,7 +12,9 @@ from typing import Mapping, Sequence
 
 from mambaseq.data.store import TokenStore, describe
 
-from .fasta import prepare_fasta
+from mambaseq.settings import ConfigError
+
+from .fasta import UnmatchedSplitError, prepare_fasta
 from .maf import prepare_maf
 from .simulate import SYNTHETIC_NOTE, SimParams, prepare_simulated
 from .sources import DEBIAN_MAF, find_debian_maf, resolve_source
@@ -41,7 +43,8 @@ def prepare_apes(
         source: auto | fasta | maf | simulated.
         out_root: the store goes to ``out_root/apes_<source>``.
         fasta: {species: FASTA path or paths} (real genomes); held-out chromosomes by record id in
-            ``val_chroms`` / ``test_chroms`` (e.g. ["chr21"], ["chr22"]).
+            ``val_chroms`` / ``test_chroms`` (e.g. ["chr21"], ["chr22"]; ints are read as names, 3 -> "3").
+            An id that no record has raises ConfigError naming the ids there are.
         maf: a MAF alignment (default: Debian's chr22 alignment when installed).
         region_size: alignment columns (MAF, default 500 kb) or ancestral bases (simulator, default 200 kb)
             per split region.
@@ -55,9 +58,12 @@ def prepare_apes(
                              + (f"; no path given for {missing}" if missing else ""))
         if not test_chroms:
             raise ValueError("apes source 'fasta' needs data.test_chroms (held-out chromosomes, e.g. [chr22])")
-        store = prepare_fasta(dict(fasta), out_dir, splits={"val": list(val_chroms), "test": list(test_chroms)},
-                              source={"synthetic": False, "description": "per-species FASTA genomes"},
-                              progress=progress)
+        held_out = {"val": [str(c) for c in val_chroms], "test": [str(c) for c in test_chroms]}  # 3 -> "3"
+        try:
+            store = prepare_fasta(dict(fasta), out_dir, splits=held_out, progress=progress,
+                                  source={"synthetic": False, "description": "per-species FASTA genomes"})
+        except UnmatchedSplitError as e:
+            raise ConfigError(f"data.{e.split}_chroms={held_out[e.split]}: {e}") from None
     elif kind == "maf":
         path = Path(maf) if maf else find_debian_maf()
         if path is None:

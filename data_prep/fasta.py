@@ -114,6 +114,8 @@ def prepare_fasta(
         min_length: skip records shorter than this (0 keeps everything).
         splits: {"val": [record ids], "test": [record ids]} (ids without the label prefix, e.g. held-out
             chromosomes ``{"test": ["chr22"]}``); every other record is "train". None records no split.
+            An id that matches no record of any file raises UnmatchedSplitError (a ValueError) listing
+            the ids there are; no store is written.
         source: extra JSON fields for the index ``source`` entry (e.g. ``{"synthetic": False}``).
     Returns:
         the opened TokenStore.
@@ -141,12 +143,14 @@ def prepare_fasta(
     t0 = time.perf_counter()
     src = {"kind": "fasta", "files": [str(p) for p in files], **dict(source or {})}
     total_bytes = sum(p.stat().st_size for p in files)
+    seen: list[str] = []  # record ids in file order
     with StoreWriter(out_dir, fp, source=src, synthetic=bool(src.get("synthetic", False)), labels=labels) as w, \
             tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"prepare {Path(out_dir).name}",
                  disable=not progress) as bar:
         for label, paths in groups.items():
             for path in paths:
                 for name, seq in read_fasta(path):
+                    seen.append(name)
                     raw = seq.encode("latin-1")
                     tokens = encode(raw, where=f"{path} record {name!r}")
                     bar.update(len(raw))
@@ -160,10 +164,32 @@ def prepare_fasta(
                     w.add(f"{label}/{name}" if label else name, tokens,
                           mask_runs=soft_mask_runs(raw) if keep_mask else None, **fields)
             bar.update(0)
+        _check_split_names(splits or {}, seen, files)  # before the store is committed
     store = TokenStore(out_dir)
     if progress:
         print(f"wrote {store} in {time.perf_counter() - t0:.1f} s")
     return store
+
+
+class UnmatchedSplitError(ValueError):
+    """Record ids named in ``splits`` that no FASTA record has; ``split`` says which split named them."""
+
+    def __init__(self, message: str, split: str):
+        super().__init__(message)
+        self.split = split
+
+
+def _check_split_names(splits: Mapping[str, Sequence[str]], seen: Sequence[str], files: Sequence[Path]) -> None:
+    """UnmatchedSplitError when a split names a record id that none of ``files`` has (e.g. ``3`` for ``chr3``),
+    listing the first 20 record ids there are."""
+    have = set(seen)
+    for split, names in splits.items():
+        unmatched = [n for n in names if n not in have]
+        if unmatched:
+            ids = list(dict.fromkeys(seen))
+            shown = ", ".join(ids[:20]) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")
+            raise UnmatchedSplitError(f"{split} record ids {unmatched} match no FASTA record of "
+                                      f"{[str(p) for p in files]}; record ids there: {shown}", split)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -91,7 +91,12 @@ def _missing(command: str, package: str | None):
 def main(argv: list[str] | None = None) -> int:
     """Run a command; a configuration error prints one line (``error: ...``) and returns 2, unless
     ``-v`` asks for the traceback."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `apes run --resume model=small`: argparse stops taking overrides at the first option
+        if getattr(args, "overrides", None) is None or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

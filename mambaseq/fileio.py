@@ -30,17 +30,27 @@ class CorruptFileError(ValueError):
     starts with its path."""
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary file path beside ``path`` (parents created; same suffix, so writers that go by the
     extension pick the right format). When the block ends normally the file is renamed onto ``path``
-    (``os.replace``: readers see the old file or the new one); on an exception it is removed."""
+    (``os.replace``: readers see the old file or the new one) with the mode an ordinary ``open`` gives
+    (0o666 less the umask, usually 0o644; ``mkstemp`` alone would leave it private, 0o600); on an exception
+    it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # after the writer: some writers replace the file they are given
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -49,8 +59,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, prefix: str | None = None) -> Iterator[Path]:
     """A fresh temporary folder beside ``path``; when the block ends normally it takes the place of
-    ``path`` (an old ``path`` is renamed aside first and deleted after, so ``path`` is never half-written);
-    on an exception it is deleted and ``path`` is left as it was. ``prefix`` names the temporary folders
+    ``path`` (an old ``path`` is renamed aside first and deleted after, so ``path`` is never half-written),
+    with an ordinary folder's mode (0o777 less the umask); on an exception it is deleted and ``path`` is
+    left as it was. ``prefix`` names the temporary folders
     (default ``.<name>.tmp-``; a caller that sweeps up after killed runs globs for it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +69,7 @@ def atomic_dir(path: str | os.PathLike, prefix: str | None = None) -> Iterator[P
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
     try:
         yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is an ordinary folder
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
         if not path.exists():
             os.rename(tmp, path)
             return

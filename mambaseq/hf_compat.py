@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mambaseq.config import CONFIG_NAME, WEIGHTS_NAME, MambaConfig
-from mambaseq.fileio import write_json
+from mambaseq.fileio import atomic_path, write_json
 
 FORMATS = ("mambaseq", "transformers", "mamba_ssm")
 
@@ -194,13 +193,7 @@ def save_transformers(model: nn.Module, directory: str | os.PathLike) -> Path:
           "intermediate_size": cfg.d_inner, "residual_in_fp32": True,
           **{hf_key: getattr(cfg, field) for hf_key, field in HF_FIELDS.items()}}
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".model.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(sd, tmp, metadata={"format": "pt"})
-        os.replace(tmp, d / WEIGHTS_NAME)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(d / WEIGHTS_NAME) as tmp:
+        save_file(sd, str(tmp), metadata={"format": "pt"})
     write_json(hf, d / CONFIG_NAME)
     return d

@@ -17,7 +17,6 @@ The registry holds ``MambaLMHeadModel``, ``MambaForSequenceClassification`` (``m
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,7 +25,7 @@ import torch.nn as nn
 from safetensors.torch import save_model
 
 from mambaseq.config import CONFIG_NAME, WEIGHTS_NAME, ConfigFile, MambaConfig
-from mambaseq.fileio import load_weights, read_json
+from mambaseq.fileio import atomic_path, load_weights, read_json
 from mambaseq.hf_compat import checkpoint_format, load_foreign
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {}
@@ -68,18 +67,10 @@ class PretrainedMixin:
         returns the directory. ``meta``: extra config.json keys among ``mambaseq.config.METADATA_KEYS``
         (ValueError otherwise, before anything is written)."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        cfg_tmp = d / f".{CONFIG_NAME}.tmp{os.getpid()}"
-        w_fd, w_tmp = tempfile.mkstemp(dir=d, prefix=".model.", suffix=".tmp")
-        os.close(w_fd)
-        try:
+        # the weights are renamed into place first, config.json last (the inner block ends first)
+        with atomic_path(d / CONFIG_NAME) as cfg_tmp, atomic_path(d / WEIGHTS_NAME) as w_tmp:
             self.cfg.save(cfg_tmp, architecture=type(self).__name__, **meta)
-            save_model(self, w_tmp)  # handles the tied embedding / head weights
-            os.replace(w_tmp, d / WEIGHTS_NAME)
-            os.replace(cfg_tmp, d / CONFIG_NAME)
-        finally:
-            for p in (Path(w_tmp), cfg_tmp):
-                p.unlink(missing_ok=True)
+            save_model(self, str(w_tmp))  # handles the tied embedding / head weights
         return d
 
     @classmethod

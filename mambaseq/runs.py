@@ -33,7 +33,7 @@ from mambaseq.config import MambaConfig
 from mambaseq.masked_lm import MambaForMaskedLM
 from mambaseq.model import CONFIG_NAME, MambaForSequenceClassification, MambaLMHeadModel, load_pretrained
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
-from mambaseq.settings import check_settings, compose
+from mambaseq.settings import ConfigError, check_settings, compose, group_choices, group_options
 from mambaseq.training import TrainConfig, latest_checkpoint
 
 Config = dict[str, Any]
@@ -56,6 +56,8 @@ def load_pipeline(name: str) -> ModuleType:
 MOVED = {"tokens_per_step": "data.tokens_per_step", "train.seq_len": "data.seq_len"}
 # settings every pipeline has, with their rules (mambaseq.settings)
 SETTINGS = {"seed": "int>=0", "data.seq_len": "int>=1", "data.tokens_per_step": "int>=1|null"}
+# primary config -> the name prefix of its experiments (configs/experiment/<prefix>*.yaml)
+EXPERIMENTS = {"apes": "apes", "audio": "sc09", "pretrain": "pretrain"}
 _OVERRIDE = re.compile(r"^(~|\+\+|\+)?([\w.]+)(=.*)?$", re.S)
 
 
@@ -70,12 +72,27 @@ def rename_moved(override: str) -> str:
     return f"{m.group(1) or ''}{new}{m.group(3) or ''}"
 
 
+def _check_experiment(config_name: str, experiment: str | None) -> None:
+    """ConfigError when ``experiment`` is another pipeline's (``experiment=sc09`` for apes would merge the
+    audio keys into the apes config); experiments belong to a pipeline by name (``EXPERIMENTS``)."""
+    prefix = EXPERIMENTS.get(config_name)
+    if experiment is None or prefix is None or experiment.startswith(prefix):
+        return
+    owner = next((c for c, p in EXPERIMENTS.items() if experiment.startswith(p)), None)
+    own = [e for e in group_options("experiment") if e.startswith(prefix)]
+    where = f"belongs to the {owner} pipeline (mambaseq {owner} run experiment={experiment})" if owner else \
+        f"is not an experiment of the {config_name} pipeline"
+    raise ConfigError(f"experiment={experiment} {where}; {config_name} experiments: {', '.join(own)}")
+
+
 def load_config(config_name: str, overrides: Sequence[str] = (), settings: Mapping[str, str] | None = None
                 ) -> Config:
     """Compose ``configs/<config_name>.yaml`` with Hydra overrides -> plain nested dict, with ``SETTINGS``,
     ``settings`` and the ``train`` group (as a TrainConfig) checked by name (ConfigError) before anything
     runs."""
-    cfg = compose(config_name, [rename_moved(o) for o in overrides])
+    overrides = [rename_moved(o) for o in overrides]
+    _check_experiment(config_name, group_choices(overrides).get("experiment"))
+    cfg = compose(config_name, overrides)
     check_settings(cfg, {**SETTINGS, **(settings or {})})
     TrainConfig.from_dict(cfg["train"])
     return cfg
@@ -181,7 +198,8 @@ Action = Callable[[Config, argparse.Namespace], Any]
 
 @dataclass(frozen=True)
 class Command:
-    """``mambaseq <name> <action> [hydra overrides ...] [--config-name NAME] [--resume]``.
+    """``mambaseq <name> <action> [hydra overrides ...] [--config-name NAME] [--resume]`` (the options may
+    come before, between or after the overrides).
 
     ``help`` is the one line ``mambaseq -h`` shows; ``doc`` the pipeline's module docstring (its first
     paragraph describes the command); ``actions`` maps each action to ``fn(cfg, args)``; ``show-config``

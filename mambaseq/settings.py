@@ -4,14 +4,17 @@ A pipeline lists the settings it relies on with a rule each, e.g. ``{"data.seq_l
 ``check_settings`` before it creates any directory or file, so ``data.seq_len=-5`` fails at once with the
 key named instead of deep inside the trainer after the run folder exists.
 
-Rules: ``int>=N``, ``float>N`` / ``float>=N`` (ints accepted), ``prob`` (0 < x <= 1), ``bool``; a trailing
-``|null`` also accepts None; ``[int>=1]`` (optionally ``|null``) is a list of such values.
+Rules: ``int>=N``, ``float>N`` / ``float>=N`` (ints accepted), ``prob`` (0 < x <= 1), ``fraction``
+(0 <= x <= 1), ``bool``; a trailing ``|null`` also accepts None; ``[int>=1]`` (optionally ``|null``) is a list
+of such values. ``fractions``: three train/val/test shares >= 0 summing to 1. ``file`` / ``dir``: an existing
+file / folder, or a list of them, or {name: path or paths} (each path checked; the error names the entry).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 _RULE = re.compile(r"^(int|float)(>=|>)(-?[\d.]+)$")
@@ -21,14 +24,45 @@ class ConfigError(ValueError):
     """A run setting with a bad value; the message starts with its dotted key (e.g. ``data.seq_len``)."""
 
 
+_CHOICE = re.compile(r"^(?:\+\+|\+)?(\w+)=([\w.-]+)$")
+
+
+def group_options(group: str) -> list[str]:
+    """The choices of config group ``group`` (``model`` -> debug, tiny, ...): its YAML files, less the
+    ``_``-prefixed ones, which other files include (``model/_options.yaml``) and are not choices."""
+    import mambaseq.configs
+
+    folder = Path(mambaseq.configs.__file__).parent / group
+    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def group_choices(overrides: Sequence[str]) -> dict[str, str]:
+    """{group: choice} of the overrides that pick a config group option (``model=small``,
+    ``experiment=apes_gpu``); ConfigError listing the options when a choice is not one."""
+    out = {}
+    for o in overrides:
+        m = _CHOICE.match(o)
+        if m is None or m.group(2) == "null":
+            continue
+        group, choice = m.groups()
+        options = group_options(group)
+        if options and choice not in options:
+            raise ConfigError(f"{group}={choice}: not a {group} option; choose one of {', '.join(options)}")
+        if options:
+            out[group] = choice
+    return out
+
+
 def compose(config_name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Compose ``mambaseq/configs/<config_name>.yaml`` with Hydra ``overrides`` -> plain nested dict
-    (interpolations resolved). Any failure to parse or apply an override is a ConfigError carrying Hydra's
+    (interpolations resolved). A group choice that is not an option (``model=_options``, a typo) is a
+    ConfigError listing the options; so is any failure to parse or apply an override, carrying Hydra's
     message (Hydra raises several exception types for these)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from omegaconf import OmegaConf
 
+    group_choices(overrides)
     try:
         with initialize_config_module(config_module="mambaseq.configs", version_base=None):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
@@ -54,6 +88,8 @@ def _ok(value: Any, rule: str) -> bool:
         return False
     if rule == "prob":
         return 0 < value <= 1
+    if rule == "fraction":
+        return 0 <= value <= 1
     m = _RULE.match(rule)
     if m is None:
         raise ValueError(f"unknown settings rule {rule!r}")
@@ -67,7 +103,8 @@ def _ok(value: Any, rule: str) -> bool:
 
 def _describe(rule: str) -> str:
     base = rule.removesuffix("|null")
-    text = {"bool": "true or false", "prob": "a number in (0, 1]"}.get(base.strip("[]"))
+    text = {"bool": "true or false", "prob": "a number in (0, 1]", "fraction": "a number in [0, 1]",
+            "fractions": "three train/val/test fractions >= 0 summing to 1"}.get(base.strip("[]"))
     if text is None:
         m = _RULE.match(base.strip("[]"))
         text = f"{'an integer' if m.group(1) == 'int' else 'a number'} {m.group(2)} {m.group(3)}"
@@ -76,15 +113,47 @@ def _describe(rule: str) -> str:
     return text + (" (or null)" if rule.endswith("|null") else "")
 
 
+def _fractions_ok(value: Any) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) == 3 and all(_ok(v, "float>=0") for v in value)
+            and math.isclose(sum(value), 1.0, abs_tol=1e-6))
+
+
+def _path_problem(key: str, value: Any, kind: str) -> str | None:
+    """Why ``value`` (a path, paths, or {name: path(s)}) is not an existing ``kind`` (file | dir), or None."""
+    noun = "folder" if kind == "dir" else "file"
+    entries = value.items() if isinstance(value, Mapping) else [("", value)]
+    if not entries:
+        return f"{key}={value!r}: must name at least one {noun}"
+    exists = Path.is_file if kind == "file" else Path.is_dir
+    for sub, paths in entries:
+        name = f"{key}.{sub}" if sub else key
+        for p in paths if isinstance(paths, (list, tuple)) and paths else [paths]:
+            if p is None:
+                return f"{name}=null: no {noun} given"
+            if not isinstance(p, str) or not p:
+                return f"{name}={p!r}: must be the path of a {noun}"
+            if not exists(Path(p)):
+                return f"{name}={p}: no such {noun}" + (" (a folder)" if kind == "file" and Path(p).is_dir() else "")
+    return None
+
+
 def check_settings(cfg: Mapping[str, Any], rules: Mapping[str, str]) -> None:
     """Raise ConfigError for the first setting that breaks its rule: ``"data.seq_len=-5: must be an integer
-    >= 1"``. Nothing is read or written besides ``cfg``."""
+    >= 1"``, ``"data.fasta.human=/x/hg38.fa.gz: no such file"``. Nothing is read or written besides ``cfg``
+    (``file`` / ``dir`` rules only look whether the paths exist)."""
     for key, rule in rules.items():
         value = get(cfg, key)
         base = rule.removesuffix("|null")
         if value is None and rule.endswith("|null"):
             continue
-        if base.startswith("["):
+        if base in ("file", "dir"):
+            problem = _path_problem(key, value, base)
+            if problem:
+                raise ConfigError(problem)
+            continue
+        if base == "fractions":
+            good = _fractions_ok(value)
+        elif base.startswith("["):
             good = isinstance(value, (list, tuple)) and len(value) > 0 and all(_ok(v, base[1:-1]) for v in value)
         else:
             good = _ok(value, base)

@@ -26,7 +26,7 @@ from mambaseq.data import (VOCAB, Interval, RandomWindows, TiledWindows, TokenSt
 from mambaseq.data.kmers import kmer_baselines
 from mambaseq.fileio import write_json
 from mambaseq.reports import plot_accuracy_vs_length, write_classification_report
-from mambaseq.settings import ConfigError
+from mambaseq.settings import ConfigError, check_settings
 from mambaseq.training import classification_loss, resolve_device
 from mambaseq.training import train as train_loop
 from mambaseq.training.evaluation import (accuracy_ci, classification_counts, classification_metrics, confusion_pairs,
@@ -37,12 +37,13 @@ Config = runs.Config
 
 # --- configuration ----------------------------------------------------------------------------------
 SETTINGS = {
-    "data.seq_lens": "[int>=1]|null", "data.fractions": "[float>=0]", "data.seed": "int>=0",
+    "data.seq_lens": "[int>=1]|null", "data.fractions": "fractions", "data.seed": "int>=0",
     "data.sim_length": "int>=1", "data.rc_augment": "bool", "data.region_size": "int>=1|null",
-    "data.max_n_fraction": "float>=0|null", "data.mask_n": "bool", "data.sim_te_rate_scale": "float>=0",
+    "data.max_n_fraction": "fraction|null", "data.mask_n": "bool", "data.sim_te_rate_scale": "float>=0",
     "eval.test_windows_per_class": "int>=1", "eval.val_windows_per_class": "int>=1",
     "eval.baseline_train_tokens": "int>=0|null", "eval.baseline_min_windows": "int>=1",
-    "eval.baseline_max_windows": "int>=1|null", "init_weights": "bool",
+    "eval.baseline_max_windows": "int>=1|null", "init_weights": "bool", "init_from": "dir|null",
+    "data.split_bed": "file|null",
 }
 
 
@@ -56,6 +57,29 @@ def load_config(overrides: Sequence[str] = (), config_name: str = "apes") -> Con
         except (TypeError, ValueError) as e:
             raise ConfigError(f"model: {e}") from e
     return cfg
+
+
+def check_data_source(cfg: Config) -> None:
+    """The files the data step will read exist and the FASTA source has held-out chromosomes (ConfigError
+    naming the key), so a typo fails at once instead of with a traceback from inside data preparation.
+    Checked by ``prepare`` (every step starts with it), not at load: ``show-config`` of a recipe whose
+    files are still to be downloaded (``experiment=apes_genomes_gpu``) works."""
+    from mambaseq.data_prep.apes import SOURCES  # numpy only; Biopython is imported when a file is parsed
+    from mambaseq.data_prep.sources import resolve_source
+
+    d = cfg["data"]
+    if d.get("store"):
+        return check_settings(cfg, {"data.store": "dir"})
+    try:
+        kind = resolve_source(d["source"], SOURCES, d.get("fasta"), d.get("maf"))
+    except ValueError as e:  # "data.source must be one of ..."
+        raise ConfigError(str(e)) from None
+    check_settings(cfg, {"data.maf": "file|null"})
+    if kind == "fasta":
+        check_settings(cfg, {"data.fasta": "file"})
+        if not d.get("test_chroms"):
+            raise ConfigError(f"data.test_chroms={d.get('test_chroms')!r}: data.source=fasta needs held-out "
+                              "chromosomes (FASTA record ids), e.g. [chr22]")
 
 
 def seq_lens(cfg: Config) -> list[int]:
@@ -81,6 +105,7 @@ def build_model(cfg: Config, n_labels: int, device: str | None = None) -> torch.
 def prepare(cfg: Config) -> TokenStore:
     """Prepare (or reuse) the great-apes store chosen by ``data.source``. Needs Biopython only when it
     has to parse FASTA/MAF; an already prepared store (``data.store``) is opened with numpy alone."""
+    check_data_source(cfg)
     d = cfg["data"]
     if d.get("store"):
         return TokenStore(d["store"])
@@ -108,10 +133,13 @@ def n_policy(cfg: Config) -> dict[str, Any]:
 
 
 def _classify(cfg: Config, model: torch.nn.Module, windows: TiledWindows, n_labels: int, device: torch.device,
-              precision: str) -> tuple[np.ndarray, float]:
-    """-> (confusion matrix (n_labels, n_labels), mean cross-entropy) over every window."""
+              precision: str, split: str) -> tuple[np.ndarray, float]:
+    """-> (confusion matrix (n_labels, n_labels), mean cross-entropy) over every window; a progress bar
+    labelled ``split`` when ``train.progress``."""
     batch = max(1, int(cfg["eval"]["tokens_per_batch"]) // windows.length)
-    s = eval_loop(model, windows.batches(batch), classification_counts(n_labels), device, precision)
+    label = f"{split}: {len(windows):,} windows" if cfg["train"].get("progress", True) else None
+    s = eval_loop(model, windows.batches(batch), classification_counts(n_labels), device, precision,
+                  progress=label, total=-(-len(windows) // batch))
     if not s:
         return np.zeros((n_labels, n_labels), dtype=np.int64), 0.0
     return s["confusion"].cpu().numpy(), float(s["loss"]) / len(windows)
@@ -133,7 +161,8 @@ def _baselines(cfg: Config, store: TokenStore, splits: dict[str, list[Interval]]
                          **n_policy(cfg)).batch(0, n)
     tx, ty = zip(*[(a.numpy(), b.numpy()) for a, b in test.batches(256)])
     ks = [int(k) for k in ev.get("baseline_ks", (3, 4, 5, 6))]
-    return kmer_baselines(x.numpy(), y.numpy(), np.concatenate(tx), np.concatenate(ty), ks)
+    return kmer_baselines(x.numpy(), y.numpy(), np.concatenate(tx), np.concatenate(ty), ks,
+                          progress=bool(cfg["train"].get("progress", True)))
 
 
 # --- steps -----------------------------------------------------------------------------------------
@@ -161,7 +190,7 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
     device = resolve_device(tcfg.device)
 
     def eval_fn(model: torch.nn.Module, step: int) -> dict[str, float]:
-        cm, loss = _classify(cfg, model, val, n_labels, device, tcfg.precision)
+        cm, loss = _classify(cfg, model, val, n_labels, device, tcfg.precision, "validate")
         return {"acc": float(np.trace(cm) / cm.sum()), "loss": loss}
 
     torch.manual_seed(seed)
@@ -191,7 +220,7 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
                         seed=int(cfg["seed"]), **n_policy(cfg))
     labels = store.label_names
     t0 = time.perf_counter()
-    cm, loss = _classify(cfg, model, test, len(labels), device, tcfg.precision)
+    cm, loss = _classify(cfg, model, test, len(labels), device, tcfg.precision, "test")
     dt = time.perf_counter() - t0
     y, p = confusion_pairs(cm)
     m = classification_metrics(y, p, labels)
@@ -204,8 +233,8 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
         "k": int(best_k), "accuracy": m["kmer_baselines"][best_k],
         "accuracy_ci95": accuracy_ci(round(m["kmer_baselines"][best_k] * len(y)), len(y))}
     m["kmer_baseline_accuracy"] = None if best_k is None else m["kmer_baselines"][best_k]
-    m.update(seq_len=seq_len, test_loss=loss, eval_tokens_per_s=len(y) * seq_len / dt, checkpoint=str(ckpt),
-             data=describe(store), synthetic=store.synthetic, source=store.source.get("kind"),
+    m.update(run_dir=str(out), seq_len=seq_len, test_loss=loss, eval_tokens_per_s=len(y) * seq_len / dt,
+             checkpoint=str(ckpt), data=describe(store), synthetic=store.synthetic, source=store.source.get("kind"),
              n_policy=n_policy(cfg), test_windows_left_out_for_n=test.n_left_out,
              model=cfg["model"], train=train_summary, device=str(device))
     syn = " [SIMULATED data]" if store.synthetic else ""
@@ -235,10 +264,12 @@ def run_all(cfg: Config, resume: bool = False) -> list[dict[str, Any]]:
         results.append(evaluate(cfg, L, store=store))
     out = Path(cfg["out_dir"])
     keys = ("seq_len", "accuracy", "accuracy_ci95", "balanced_accuracy", "chance_uniform", "kmer_baseline_accuracy",
-            "kmer_baselines", "n_windows", "synthetic", "source")
-    summary = [{k: r[k] for k in keys} | {"tokens_per_s": r["train"].get("tokens_per_s"),
-                                          "peak_memory_gib": r["train"].get("peak_memory_gib")} for r in results]
-    write_json({"results": summary, "wall_s": time.perf_counter() - t0}, out / "summary.json")
+            "kmer_baselines", "n_windows", "synthetic", "source", "run_dir")
+    summary = [{k: r[k] for k in keys} | {k: r["train"].get(k) for k in ("tokens_per_s", "peak_memory_gib",
+                                                                           "peak_rss_gib")} for r in results]
+    write_json({"note": "the latest `mambaseq apes run` in this out_dir (each run rewrites this file); every run's "
+                        "full results stay in its run_dir (metrics.json, train_summary.json)",
+                "results": summary, "wall_s": time.perf_counter() - t0}, out / "summary.json")
     if len(results) > 1:
         syn = " [SIMULATED]" if store.synthetic else ""
         plot_accuracy_vs_length(results, out / "accuracy_vs_length.png", f"great apes ({store.source.get('kind')}){syn}")

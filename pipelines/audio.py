@@ -117,7 +117,8 @@ def train(cfg: Config, data: Digits, resume: bool = False) -> Path:
                "train_bits_per_sample": res.metrics.get("train/bits_per_token"),
                "val_bits_per_sample": res.metrics.get("val/bits_per_sample"),
                "tokens_per_s": res.tokens_per_s, "wall_s": res.wall_s, "stopped_early": res.stopped_early,
-               "peak_memory_gib": res.peak_memory_gib, "config": cfg}  # the run describes itself
+               "peak_memory_gib": res.peak_memory_gib, "peak_rss_gib": res.peak_rss_gib,
+               "config": cfg}  # the run describes itself
     write_json(summary, out / "train_summary.json", indent=1)
 
     def fmt(v: float | None) -> str:  # None: stopped (max_time_s) before the first train log

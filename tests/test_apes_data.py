@@ -8,6 +8,8 @@ from mambaseq.data import RandomWindows, decode, split_intervals
 from mambaseq.data_prep import apes as apes_data
 from mambaseq.data_prep.maf import prepare_maf, species_of
 from mambaseq.data_prep.simulate import SimParams, export_fasta, pairwise_divergence, simulate_apes
+from mambaseq.settings import ConfigError
+from seeding import rng_for
 
 CODES = {"human": "Hsap.22", "chimpanzee": "Ptro.22", "gorilla": "Ggor.22", "orangutan": "Ppyg.Un"}
 
@@ -132,6 +134,22 @@ def test_fasta_source_holds_out_chromosomes(tmp_path, genomes):
     assert split_of["bonobo/simchr1"] == "train"
     with pytest.raises(ValueError, match="test_chroms"):
         apes_data.prepare_apes("fasta", tmp_path, fasta={"human": str(paths["human"])}, progress=False)
+
+
+def test_fasta_held_out_ids_may_be_ints_and_unknown_ids_are_named(request, tmp_path):
+    """Hydra reads ``data.test_chroms=[3]`` as an int: it names record "3". An id no record has fails before
+    any store is written, naming it and the ids there are (issue 1 of the new-user trial)."""
+    rng = rng_for(request)
+    paths = {}
+    for sp in ("human", "chimpanzee"):
+        paths[sp] = tmp_path / f"{sp}.fa"
+        paths[sp].write_text("".join(f">{c}\n{''.join(rng.choice(list('ACGT'), 3000))}\n" for c in ("1", "2", "3")))
+    fasta = {sp: str(p) for sp, p in paths.items()}
+    store = apes_data.prepare_apes("fasta", tmp_path, fasta=fasta, val_chroms=[2], test_chroms=[3], progress=False)
+    assert {r["name"]: r["split"] for r in store.records}["chimpanzee/3"] == "test"
+    with pytest.raises(ConfigError, match=r"^data\.test_chroms=\['3', 'chr9'\]: .*\['chr9'\].*record ids there: 1, 2, 3$"):
+        apes_data.prepare_apes("fasta", tmp_path / "b", fasta=fasta, test_chroms=[3, "chr9"], progress=False)
+    assert not (tmp_path / "b" / "apes_fasta").exists()
 
 
 def test_auto_source(monkeypatch, tmp_path):

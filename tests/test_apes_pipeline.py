@@ -35,6 +35,12 @@ def test_run_writes_reports_for_several_lengths(tmp_path, capsys):
     assert (tmp_path / "runs" / "accuracy_vs_length.png").stat().st_size > 1000
     summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
     assert [r["seq_len"] for r in summary["results"]] == [128, 256]
+    # the top-level summary is the latest run's and says so; it points at each run's own folder
+    assert "latest" in summary["note"]
+    assert [r["run_dir"] for r in summary["results"]] == [str(tmp_path / "runs" / f"simulated_debug_L{L}")
+                                                          for L in (128, 256)]
+    # on CPU: no device memory peak (was a fake 0.0); the process's peak RSS, named as such
+    assert all(r["peak_memory_gib"] is None and r["peak_rss_gib"] > 0 for r in summary["results"])
 
 
 def test_resume_continues_the_same_run(tmp_path):

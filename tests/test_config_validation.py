@@ -204,3 +204,29 @@ def test_hydra_override_errors_are_one_line(capsys, override):
 def test_other_errors_still_raise():
     with pytest.raises(FileNotFoundError):
         cli.main(["pretrain", "evaluate", "data.store=/nonexistent/store"])
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["data.source=fasta", "data.fasta={human:/nonexistent/hg38.fa.gz}", "data.test_chroms=[chr22]"],
+     "data.fasta.human=/nonexistent/hg38.fa.gz: no such file"),
+    (["data.source=fasta", "data.fasta={human:null}", "data.test_chroms=[chr22]"],
+     "data.fasta.human=null: no file given"),
+    (["data.max_n_fraction=2"], "data.max_n_fraction=2: must be a number in [0, 1]"),
+    (["data.fractions=[0.5,0.6,0.1]"], "data.fractions=[0.5, 0.6, 0.1]: must be three train/val/test fractions"),
+    (["data.fractions=[0.5,0.5]"], "data.fractions=[0.5, 0.5]: must be three"),
+    (["data.store=/nonexistent/store"], "data.store=/nonexistent/store: no such folder"),
+    (["data.source=genbank"], "data.source must be one of"),
+], ids=["missing-fasta", "null-fasta", "max-n-fraction", "fractions-sum", "fractions-two", "store", "source"])
+def test_apes_data_settings_are_one_line_errors(tmp_path, capsys, overrides, expected):
+    """Data settings that used to fail with a traceback from inside data preparation (new-user trial,
+    issue 2) are checked before anything is prepared: one line naming the key, exit status 2, nothing
+    written; show-config of a recipe whose files are still to be downloaded works."""
+    assert cli.main(["apes", "run", f"out_dir={tmp_path}/runs", f"data.out_root={tmp_path}/data", *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {expected}") and "\n" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_show_config_of_a_recipe_without_its_files(capsys):
+    assert cli.main(["apes", "show-config", "experiment=apes_genomes_gpu"]) == 0
+    assert "human: null" in capsys.readouterr().out

@@ -55,3 +55,30 @@ def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
         (d / "b").write_text("2")
     assert sorted(x.name for x in out.iterdir()) == ["b"]  # replaced whole
     assert sorted(x.name for x in tmp_path.iterdir()) == ["store"]  # no temporary folders left
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002], ids=["022", "027", "002"])
+def test_atomic_writes_get_the_mode_of_an_ordinary_write(tmp_path, umask):
+    """mkstemp/mkdtemp make private files (0o600) and folders (0o700); what the atomic writers leave behind
+    has the mode ``open`` / ``mkdir`` would give under the umask (new-user trial, issue 4), the saved model
+    folders included."""
+    import os
+    import stat
+
+    from mambaseq import MambaConfig, MambaLMHeadModel
+    from mambaseq.fileio import atomic_dir
+    from mambaseq.hf_compat import save_transformers
+
+    old = os.umask(umask)
+    try:
+        files = [write_json({"a": 1}, tmp_path / "m.json")]
+        with atomic_dir(tmp_path / "store") as d:
+            (d / "x").write_text("1")
+        model = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=8))
+        files += [p / n for p in (model.save_pretrained(tmp_path / "ckpt"), save_transformers(model, tmp_path / "hf"))
+                  for n in ("config.json", "model.safetensors")]
+    finally:
+        os.umask(old)
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p
+    assert stat.S_IMODE((tmp_path / "store").stat().st_mode) == 0o777 & ~umask

@@ -57,6 +57,45 @@ def test_cli_show_config(capsys):
         assert "seed: 7" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv", [["--resume", "model=debug", "seed=7"], ["model=debug", "--resume", "seed=7"],
+                                  ["model=debug", "--config-name", "apes", "seed=7"]],
+                         ids=["flag-first", "flag-between", "option-between"])
+def test_cli_options_may_come_anywhere_after_the_action(capsys, argv):
+    """`mambaseq apes run --resume model=small` used to stop at --resume: 'unrecognized arguments'."""
+    from mambaseq import cli
+
+    assert cli.main(["apes", "show-config", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "size: debug" in out and "seed: 7" in out
+    with pytest.raises(SystemExit):  # an unknown option is still an error
+        cli.main(["apes", "show-config", "model=debug", "--bogus"])
+
+
+@pytest.mark.parametrize("cmd,override,expected", [
+    ("apes", "experiment=sc09", "experiment=sc09 belongs to the audio pipeline"),
+    ("audio", "experiment=apes_gpu", "experiment=apes_gpu belongs to the apes pipeline"),
+    ("pretrain", "experiment=apes", "experiment=apes belongs to the apes pipeline"),
+    ("apes", "model=_options", "model=_options: not a model option; choose one of apes_cpu, base, debug,"),
+    ("pretrain", "model=smal", "model=smal: not a model option; choose one of"),
+], ids=["sc09-in-apes", "apes-in-audio", "apes-in-pretrain", "model-_options", "model-typo"])
+def test_group_choices_of_another_pipeline_or_internal_files_are_errors(capsys, cmd, override, expected):
+    """Another pipeline's experiment used to merge its keys in silently, and model=_options (a file the sizes
+    include) passed as a size; both are one-line errors listing what is valid."""
+    from mambaseq import cli
+
+    assert cli.main([cmd, "show-config", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {expected}") and err.count("\n") == 1
+    assert "_options" not in err.split("choose one of")[-1]
+
+
+def test_every_experiment_belongs_to_one_pipeline():
+    from mambaseq.settings import group_options
+
+    for e in group_options("experiment"):
+        assert sum(e.startswith(p) for p in runs.EXPERIMENTS.values()) == 1, e
+
+
 def test_classification_counts_give_the_same_metrics_as_the_predictions(request):
     """The evaluation loop sums confusion counts; metrics from them equal metrics from the raw predictions."""
     rng = rng_for(request)
@@ -88,3 +127,25 @@ def test_next_token_bits_sum_over_batches(request):
     parts = eval_loop(lm, [x[:2], x[2:]], next_token_bits, torch.device("cpu"), "fp32")
     assert whole["count"].tolist() == [5.0] * 12
     np.testing.assert_allclose(parts["bits_sum"].numpy(), whole["bits_sum"].numpy(), **CLOSE["fp32_partial_sums"])
+
+
+def test_evaluation_and_baseline_fits_show_progress(request, capsys):
+    """`mambaseq apes run` was silent for minutes while it evaluated and fitted the k-mer baselines on a CPU:
+    the evaluation loop shows a bar with counts and ETA, each baseline fit a line as it starts and ends."""
+    from mambaseq import MambaConfig, MambaLMHeadModel
+    from mambaseq.data.kmers import kmer_baselines
+
+    rng = rng_for(request)
+    x, y = rng.integers(0, 4, (40, 64)), rng.integers(0, 2, 40)
+    acc = kmer_baselines(x[:30], y[:30], x[30:], y[30:], ks=(2, 3), progress=True)
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == ["k-mer baseline 1/2"] * 2 + ["k-mer baseline 2/2"] * 2
+    assert out[-1].startswith(f"k-mer baseline 2/2: k=3 test accuracy {acc[3]:.3f}")
+    torch.manual_seed(seed_for(request))
+    lm = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=6))
+    xs = torch.from_numpy(x[:6] % 6)
+    eval_loop(lm, [xs[:3], xs[3:]], next_token_bits, torch.device("cpu"), "fp32", progress="test: 6 windows", total=2)
+    err = capsys.readouterr().err
+    assert "test: 6 windows: 100%" in err and "2/2" in err
+    eval_loop(lm, [xs], next_token_bits, torch.device("cpu"), "fp32")  # no label: silent, as before
+    assert capsys.readouterr().err == ""

@@ -113,6 +113,11 @@ def test_lm_loss_and_early_stop(tmp_path):
     assert r.stopped_early and r.step == 1
     assert math.isfinite(r.metrics["train/bits_per_token"])
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001"]
+    # on CPU: no device peak (was a fake 0.0), the process's peak RSS under its own name
+    import resource
+
+    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    assert r.summary()["peak_memory_gib"] is None and 0 < r.summary()["peak_rss_gib"] <= rss_gib
 
 
 def test_train_config_rejects_unknown_keys():

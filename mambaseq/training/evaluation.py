@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from .losses import LN2
 from .mlm import IGNORE_INDEX, mask_tokens
@@ -28,13 +29,14 @@ Score = Callable[[nn.Module, Any], Mapping[str, Tensor]]
 
 @torch.no_grad()
 def eval_loop(model: nn.Module, batches: Iterable[Any], score: Score, device: torch.device,
-             precision: str = "auto") -> dict[str, Tensor]:
+             precision: str = "auto", progress: str | None = None, total: int | None = None) -> dict[str, Tensor]:
     """Sum ``score(model, batch)`` over ``batches``: the model in eval mode, no gradients, each batch moved
     to ``device``, autocast as in training (``precision``: auto | bf16 | fp32). Returns the sums (tensors
-    on ``device``); an empty ``batches`` gives {}."""
+    on ``device``); an empty ``batches`` gives {}. ``progress``: the label of a tqdm bar over the batches
+    (``total`` batches, for its ETA); None shows nothing."""
     model.eval()
     totals: dict[str, Tensor] = {}
-    for batch in batches:
+    for batch in tqdm(batches, desc=progress, total=total, unit="batch", disable=progress is None):
         with autocast_context(device, precision):
             out = score(model, to_device(batch, device))
         for k, v in out.items():

@@ -19,7 +19,9 @@ import contextlib
 import dataclasses
 import logging
 import math
+import resource
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,19 +156,26 @@ def split_batch(batch: Any, n: int) -> list[Any]:
     return [batch] * n
 
 
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far (``ru_maxrss``: KiB on Linux, bytes on macOS), GiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**30 if sys.platform == "darwin" else rss / 2**20
+
+
 @dataclass
 class TrainResult:
     step: int
     metrics: dict[str, float] = field(default_factory=dict)   # last logged train window + last eval
     tokens_per_s: float = 0.0
-    peak_memory_gib: float = 0.0
+    peak_memory_gib: float | None = None   # GPU: torch.cuda.max_memory_allocated during training; None on CPU
+    peak_rss_gib: float | None = None      # host: the process's peak resident memory (data loading included)
     wall_s: float = 0.0
     stopped_early: bool = False
 
     def summary(self) -> dict[str, Any]:
         """How the run went, for a run's train_summary.json (without the metrics)."""
         return {"step": self.step, "tokens_per_s": self.tokens_per_s, "peak_memory_gib": self.peak_memory_gib,
-                "wall_s": self.wall_s, "stopped_early": self.stopped_early}
+                "peak_rss_gib": self.peak_rss_gib, "wall_s": self.wall_s, "stopped_early": self.stopped_early}
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -279,6 +288,7 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
     result.tokens_per_s = total_tokens / max(result.wall_s, 1e-9)
     if device.type == "cuda":
         result.peak_memory_gib = torch.cuda.max_memory_allocated(device) / 2**30
+    result.peak_rss_gib = peak_rss_gib()
     if done > start or ckpt is None:
         checkpoint(done)
     if eval_fn is not None:
