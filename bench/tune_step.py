@@ -6,14 +6,13 @@ kernel against add_rms_norm + cuBLAS.
 
     python bench/tune_step.py [--batches 1 16 64] [--out PATH]
 
-Each time is one CUDA graph of 50 back-to-back calls replayed 20 times (so launch latency from Python does not
-count), median of 5. Prints a table per batch and writes JSON (default bench/results/tune_step_<time>.json).
+Each time is one CUDA graph of 50 back-to-back calls (so launch latency from Python does not count), median of
+20 replays. Prints a table per batch and writes JSON (default bench/results/tune_step_<time>.json).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_scan import bench_graph  # noqa: E402
 
 from mambaseq.fileio import write_json  # noqa: E402
 from mambaseq.kernels import add_rms_norm, causal_conv1d_update, conv_x_proj_step, ssm_step  # noqa: E402
@@ -37,28 +39,20 @@ CONV_LARGE = [(16, 64, 4), (16, 128, 4), (16, 128, 8), (32, 64, 4), (32, 128, 4)
 SSM = [(bd, w) for bd in (16, 32, 64, 128, 256) for w in (1, 2, 4, 8) if bd * N // w >= 32]
 
 
-def per_call_us(fn, calls: int = 50, replays: int = 20) -> float:
-    fn()
-    torch.cuda.synchronize()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(calls):
-            fn()
-    times = []
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(replays):
-            g.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / (calls * replays))
-    return statistics.median(times)
+def per_call_us(fn) -> float:
+    """Microseconds per call, from a CUDA graph of 50 back-to-back calls (``bench_scan.bench_graph``)."""
+    return bench_graph(fn, calls=50, replays=20) * 1e3
+
+
+def sweep(call, blocks: list) -> dict:
+    """{str(block): us per call of call(block)}; a block that fails to compile is reported, not fatal."""
+    out = {}
+    for blk in blocks:
+        try:
+            out[str(blk)] = per_call_us(lambda: call(blk))
+        except Exception as e:
+            out[str(blk)] = f"{type(e).__name__}: {str(e)[:80]}"
+    return out
 
 
 def tune(b: int) -> dict:
@@ -88,29 +82,14 @@ def tune(b: int) -> dict:
     xd0 = F.linear(xc0, xw)
     res["unfused_ssm_us"] = per_call_us(lambda: ssm_step(state, xc0, xd0, z, dt_w, dt_b, A_log, D, backend="triton"))
     res["unfused_total_us"] = per_call_us(unfused)
-    res["conv_x_proj_us"] = {}
-    for blk in (CONV_SMALL if b < 16 else CONV_SMALL[-3:] + CONV_LARGE):
-        try:
-            res["conv_x_proj_us"][str(blk)] = per_call_us(
-                lambda: conv_x_proj_step_triton(x, cs, conv_w, conv_b, xw, blocks=blk))
-        except Exception as e:  # a block that does not compile is reported, not fatal
-            res["conv_x_proj_us"][str(blk)] = f"{type(e).__name__}: {str(e)[:80]}"
+    res["conv_x_proj_us"] = sweep(lambda blk: conv_x_proj_step_triton(x, cs, conv_w, conv_b, xw, blocks=blk),
+                                  CONV_SMALL if b < 16 else CONV_SMALL[-3:] + CONV_LARGE)
     _, part = conv_x_proj_step_triton(x, cs.clone(), conv_w, conv_b, xw)
-    res["ssm_partial_us"] = {}
-    for blk in SSM:
-        try:
-            res["ssm_partial_us"][str(blk)] = per_call_us(
-                lambda: ssm_step_triton(state, xc0, part, z, dt_w, dt_b, A_log, D, None, blocks=blk))
-        except Exception as e:
-            res["ssm_partial_us"][str(blk)] = f"{type(e).__name__}: {str(e)[:80]}"
+    res["ssm_partial_us"] = sweep(lambda blk: ssm_step_triton(state, xc0, part, z, dt_w, dt_b, A_log, D, None,
+                                                              blocks=blk), SSM)
     if b >= 16:  # above MAX_FUSED_X_PROJ_ROWS the op feeds ssm_step x_proj's (b, E) output
-        res["ssm_us"] = {}
-        for blk in SSM:
-            try:
-                res["ssm_us"][str(blk)] = per_call_us(
-                    lambda: ssm_step_triton(state, xc0, xd0, z, dt_w, dt_b, A_log, D, None, blocks=blk))
-            except Exception as e:
-                res["ssm_us"][str(blk)] = f"{type(e).__name__}: {str(e)[:80]}"
+        res["ssm_us"] = sweep(lambda blk: ssm_step_triton(state, xc0, xd0, z, dt_w, dt_b, A_log, D, None, blocks=blk),
+                              SSM)
     res["ssm_partial_default_us"] = per_call_us(lambda: ssm_step_triton(state, xc0, part, z, dt_w, dt_b, A_log, D,
                                                                         None))
     if b <= 4:  # pre-norm + in_proj: add_rms_norm and cuBLAS vs one kernel; out_proj for scale
@@ -119,13 +98,8 @@ def tune(b: int) -> dict:
         res["unfused_norm_in_proj_us"] = per_call_us(
             lambda: F.linear(add_rms_norm(h, resid, nw, 1e-5, backend="triton")[0], w_in))
         res["out_proj_cublas_us"] = per_call_us(lambda: F.linear(xc0, w_out))
-        res["norm_linear_us"] = {}
-        for blk in NORM_LINEAR:
-            try:
-                res["norm_linear_us"][str(blk)] = per_call_us(
-                    lambda: add_rms_norm_linear_triton(h, resid, nw, 1e-5, w_in, None, blocks=blk))
-            except Exception as e:
-                res["norm_linear_us"][str(blk)] = f"{type(e).__name__}: {str(e)[:80]}"
+        res["norm_linear_us"] = sweep(lambda blk: add_rms_norm_linear_triton(h, resid, nw, 1e-5, w_in, None,
+                                                                             blocks=blk), NORM_LINEAR)
     res["fused_default_total_us"] = per_call_us(  # the public ops, as Mamba.step calls them
         lambda: ssm_step(state, *conv_x_proj_step(x, cs, conv_w, conv_b, xw, backend="triton"), z, dt_w, dt_b, A_log,
                          D, backend="triton"))
