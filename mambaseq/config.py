@@ -181,6 +181,8 @@ class MambaConfig(MambaBlockConfig):
     classifier_norm: str = "batch"  # "batch": standardise pooled features (BatchNorm1d) | "none"
     kmer_size: int = 1  # k > 1: add an embedding of the (overlapping) k-mer ending at each position
     wide_kmer_size: int = 0  # k > 0: classifier adds a linear head on the window's k-mer profile (Wide & Deep)
+    wide_standardize: str = "batch"  # the wide head's profile standardisation: "batch" statistics | "fit" (fixed,
+    #                                  from a sample of training windows before training, as a StandardScaler)
     bidirectional: bool = False  # BiMamba mixers (Caduceus): not causal
     rc_equivariant: bool = False  # RC parameter sharing (Caduceus-PS): both strands, shared weights
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, saved with the checkpoint
@@ -206,6 +208,8 @@ class MambaConfig(MambaBlockConfig):
         if (not isinstance(self.wide_kmer_size, int) or isinstance(self.wide_kmer_size, bool)
                 or not 0 <= self.wide_kmer_size <= 8):
             raise ValueError(f"MambaConfig.wide_kmer_size must be an int in 0..8 (0: off), got {self.wide_kmer_size!r}")
+        if self.wide_standardize not in ("batch", "fit"):
+            raise ValueError(f"MambaConfig.wide_standardize must be 'batch' or 'fit', got {self.wide_standardize!r}")
         if self.wide_kmer_size and self.rc_equivariant:
             raise ValueError("MambaConfig.wide_kmer_size > 0 is not reverse-complement invariant; use 0 with "
                              "rc_equivariant=True")

@@ -71,9 +71,13 @@ class PooledBatchNorm(nn.BatchNorm1d):
     statistics, which they still update (mean from one window, variance from two or more)."""
 
     min_batch_stats = 4
+    frozen = False  # True: always standardise by the running statistics, never update them (fixed scaler)
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
+        if self.frozen:
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                            False, 0.0, self.eps)
         if not self.training or n >= self.min_batch_stats:
             return super().forward(x)
         if self.track_running_stats:
@@ -98,15 +102,46 @@ class KmerProfileHead(nn.Module):
     This is the k-mer logistic regression of the baselines, trained jointly with the network: a full-rank
     linear map on 4^k frequencies learns from few windows, where the same information reaching the head
     through a d_model-wide mean-pooled k-mer embedding is a rank-d_model factorisation that starts at a saddle
-    (docs/apes.md has the measurements)."""
+    (docs/apes.md has the measurements).
 
-    def __init__(self, k: int, num_labels: int) -> None:
+    ``standardize="fit"``: the frequencies are standardised by a fixed mean and variance, set once from a
+    sample of training windows by ``fit_standardizer`` before training (the baselines' StandardScaler; kept
+    in the norm's running statistics, so checkpoints carry it). Batch statistics of a few long windows are
+    noise on 4^k features (the main job trains on 4 windows a step), and a model trained on them is evaluated
+    on features standardised differently. ``"batch"``: batch statistics in training (running ones in eval)."""
+
+    def __init__(self, k: int, num_labels: int, standardize: str = "batch") -> None:
         super().__init__()
         self.k = k
+        self.standardize = standardize
         self.norm = PooledBatchNorm(4**k + 1, affine=False)
+        self.norm.frozen = standardize == "fit"
         self.linear = nn.Linear(4**k + 1, num_labels)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
+
+    @torch.no_grad()
+    def fit_standardizer(self, input_ids: Tensor, chunk: int = 64) -> None:
+        """Set the fixed standardisation (``standardize="fit"``) to the per-frequency mean and variance over the
+        (n >= 2, L) training windows ``input_ids`` (population variance; a frequency constant over the sample
+        gets variance 1, as sklearn's StandardScaler). Profiles are summed in chunks of ``chunk`` windows, so
+        memory is O(4^k), not O(n 4^k). Raises ValueError for fewer than two windows."""
+        n = int(input_ids.shape[0]) if input_ids.dim() == 2 else 0
+        if n < 2:
+            raise ValueError(f"fit_standardizer needs (n >= 2, L) windows, got {tuple(input_ids.shape)}")
+        dev = self.linear.weight.device
+        s = torch.zeros(4**self.k + 1, dtype=torch.float64, device=dev)
+        ss = torch.zeros_like(s)
+        for i in range(0, n, chunk):
+            p = self.profile(input_ids[i:i + chunk].to(dev)).double()
+            s += p.sum(0)
+            ss += (p * p).sum(0)
+        mean = s / n
+        var = (ss / n - mean * mean).clamp_min(0.0)
+        var = torch.where(var > 0, var, torch.ones_like(var))
+        self.norm.running_mean.copy_(mean.to(self.norm.running_mean.dtype))
+        self.norm.running_var.copy_(var.to(self.norm.running_var.dtype))
+        self.norm.num_batches_tracked.fill_(1)
 
     def profile(self, input_ids: Tensor) -> Tensor:
         """(batch, L) ids -> (batch, 4^k + 1) float32 k-mer frequencies (rows sum to 1)."""
@@ -116,6 +151,10 @@ class KmerProfileHead(nn.Module):
         return counts / ids.shape[1]
 
     def forward(self, input_ids: Tensor) -> Tensor:
+        if self.standardize == "fit" and int(self.norm.num_batches_tracked) == 0:
+            raise RuntimeError("KmerProfileHead(standardize='fit') has no standardisation yet: call "
+                               "fit_standardizer(train_windows) (model.wide) before training or use "
+                               "wide_standardize='batch'")
         return self.linear(self.norm(self.profile(input_ids)))
 
 
@@ -130,7 +169,8 @@ class MambaForSequenceClassification(nn.Module, PretrainedMixin):
 
     ``cfg.rc_equivariant``: pools both strands (``mambaseq.modules.rc.rc_pool``): RC-invariant logits.
     ``from_pretrained(plain_ckpt, rc_equivariant=True)`` is post-hoc conjoining of a plain model.
-    ``cfg.wide_kmer_size = k > 0``: adds the logits of a ``KmerProfileHead`` (Wide & Deep)."""
+    ``cfg.wide_kmer_size = k > 0``: adds the logits of a ``KmerProfileHead`` (Wide & Deep); with
+    ``cfg.wide_standardize="fit"`` call ``model.wide.fit_standardizer(train_windows)`` before training."""
 
     config_class = MambaConfig
     shared_prefix = "backbone."
@@ -148,7 +188,8 @@ class MambaForSequenceClassification(nn.Module, PretrainedMixin):
         self.head = nn.Linear(cfg.d_model, cfg.num_labels)
         init_weights(self, cfg.n_layer)
         nn.init.zeros_(self.head.weight)
-        self.wide = KmerProfileHead(cfg.wide_kmer_size, cfg.num_labels) if cfg.wide_kmer_size else None
+        self.wide = (KmerProfileHead(cfg.wide_kmer_size, cfg.num_labels, cfg.wide_standardize)
+                     if cfg.wide_kmer_size else None)
 
     def forward(self, input_ids: Tensor) -> Tensor:
         h = self.backbone(input_ids)  # (b, L, d), (b, L, 2d) if rc_equivariant

@@ -43,7 +43,7 @@ SETTINGS = {
     "eval.test_windows_per_class": "int>=1", "eval.val_windows_per_class": "int>=1",
     "eval.baseline_train_tokens": "int>=0|null", "eval.baseline_min_windows": "int>=1",
     "eval.baseline_max_windows": "int>=1|null", "init_weights": "bool", "init_from": "dir|null",
-    "data.split_bed": "file|null",
+    "data.split_bed": "file|null", "data.wide_fit_windows": "int>=2",
 }
 
 
@@ -195,6 +195,11 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
 
     torch.manual_seed(seed)
     model = build_model(cfg, n_labels)
+    wide = getattr(model, "wide", None)
+    if wide is not None and wide.standardize == "fit":  # a resumed run then loads the checkpoint's statistics
+        x, _ = RandomWindows(store, splits["train"], seq_len, seed=seed + 2, balance_labels=True,  # not the
+                             **n_policy(cfg)).batch(0, int(cfg["data"].get("wide_fit_windows", 512)))  # batches
+        wide.fit_standardizer(x)
     out = run_dir(cfg, store, seq_len)
     write_bed([iv for name in ("train", "val", "test") for iv in splits[name]], out / "splits.bed")
     print(f"training {cfg['model']['size']} ({runs.n_params(model):,} params) on "

@@ -48,7 +48,8 @@ def _sample(chains: np.ndarray, labels: np.ndarray, rng: np.random.Generator) ->
 
 @pytest.mark.parametrize("kmer_size, wide", [(1, 0), (6, 0), (6, 8)], ids=["bases", "bases+6mers", "main-job"])
 def test_classifier_learns_a_kmer_signal_as_well_as_logistic_regression(tmp_path, kmer_size, wide):
-    """main-job: the README main job's classifier (6-mer tokens + the wide 8-mer head, configs/model/apes_cpu)."""
+    """main-job: the README main job's classifier (6-mer tokens + the wide 8-mer head standardised by training
+    windows' statistics, configs/model/apes_cpu)."""
     rng = np.random.default_rng(20261130)
     chains = _chains(rng)
     test_y = np.repeat(np.arange(K), 150)
@@ -60,9 +61,11 @@ def test_classifier_learns_a_kmer_signal_as_well_as_logistic_regression(tmp_path
 
     g = {**GOLDEN["markov3"], **GOLDEN["markov3"].get(f"kmer{kmer_size}" + (f"_wide{wide}" if wide else ""), {})}
     cfg = MambaConfig.from_name("tiny", n_layer=2, d_state=8, vocab_size=10, num_labels=K, pooling="mean",
-                                kmer_size=kmer_size, wide_kmer_size=wide)
+                                kmer_size=kmer_size, wide_kmer_size=wide, wide_standardize="fit" if wide else "batch")
     torch.manual_seed(0)
     model = MambaForSequenceClassification(cfg)
+    if wide:  # as the apes pipeline does (data.wide_fit_windows)
+        model.wide.fit_standardizer(torch.from_numpy(train_x[:512]))
     tcfg = TrainConfig(max_steps=g["steps"], lr=g["lr"], warmup_steps=10, batch_size=g["batch_size"], seq_len=L,
                        progress=False, log_every=1000, ckpt_every=0, device="cpu")
 

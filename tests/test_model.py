@@ -221,6 +221,40 @@ def test_kmer_profile_head_counts_every_kmer_once(request):
     assert prof[0, -1] * 50 == n_bad
 
 
+def test_wide_standardizer_is_a_standard_scaler_fitted_once():
+    """wide_standardize='fit': fit_standardizer gives sklearn StandardScaler's mean/variance of the training
+    profiles; training neither uses batch statistics nor moves them; the checkpoint carries them; an unfitted
+    head refuses to run."""
+    from sklearn.preprocessing import StandardScaler
+
+    from mambaseq.model import KmerProfileHead
+
+    g = torch.Generator().manual_seed(7)
+    head = KmerProfileHead(2, 3, standardize="fit")
+    x = torch.randint(0, 4, (40, 64), generator=g)
+    with pytest.raises(RuntimeError, match="fit_standardizer"):
+        head(x)
+    head.fit_standardizer(x, chunk=7)
+    sc = StandardScaler().fit(head.profile(x).double().numpy())
+    torch.testing.assert_close(head.norm.running_mean.double(), torch.from_numpy(sc.mean_), **CLOSE["fp32_batchnorm"])
+    torch.testing.assert_close(head.norm.running_var.double().sqrt(), torch.from_numpy(sc.scale_),
+                               **CLOSE["fp32_batchnorm"])
+    before = head.norm.running_mean.clone()
+    head.train()
+    y = head.norm(head.profile(x[:4]))
+    want = (head.profile(x[:4]) - before) / (head.norm.running_var + head.norm.eps).sqrt()
+    torch.testing.assert_close(y, want, **CLOSE["fp32_batchnorm"])
+    torch.testing.assert_close(head.norm.running_mean, before, **CLOSE["exact"])
+    again = KmerProfileHead(2, 3, standardize="fit")
+    again.load_state_dict(head.state_dict())
+    again.eval()
+    torch.testing.assert_close(again(x), head.eval()(x), **CLOSE["exact"])
+    with pytest.raises(ValueError, match="n >= 2"):
+        head.fit_standardizer(x[:1])
+    with pytest.raises(ValueError, match="wide_standardize"):
+        MambaConfig.from_name("debug", wide_standardize="running")
+
+
 def test_wide_kmer_size_is_validated():
     with pytest.raises(ValueError, match="wide_kmer_size"):
         MambaConfig.from_name("debug", wide_kmer_size=9)
