@@ -1,4 +1,4 @@
-"""Log-mel spectrograms (pure torch: torch.stft + an HTK mel filterbank) and mel-spectrogram PNGs."""
+"""Log-mel spectrograms (pure torch: torch.stft + an HTK mel filterbank) and mel-spectrogram PNGs (one clip, or a grid)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,32 @@ class LogMel(torch.nn.Module):
         return torch.log(self.fb @ power + 1e-6)
 
 
+MEL_VMIN = -12.0  # log power floor of the colour scale: silence (1e-6 + fb @ power) sits near -13.8
+
+
+def _draw_mel(ax, mel: np.ndarray, vmax: float) -> None:
+    """One log-mel (n_mels, frames) on ``ax``, low frequencies at the bottom, no ticks."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.imshow(mel, origin="lower", aspect="auto", vmin=MEL_VMIN, vmax=max(2.0, vmax))
+
+
+def save_mel(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """The log-mel spectrogram (64 bands, 25 ms windows, 10 ms hop; ``LogMel``) of one waveform (T,) float in
+    [-1, 1] as a small PNG (about 320 x 160 px), written atomically; the colour scale is the one of
+    ``save_mel_grid`` so clips compare by eye. Raises ValueError for a waveform that is not 1-D."""
+    from mambaseq.reports import pyplot, save_figure
+
+    w = np.asarray(wave, dtype=np.float32)
+    if w.ndim != 1 or w.size == 0:
+        raise ValueError(f"save_mel {path}: expected a waveform (T,) with T >= 1, got shape {w.shape}")
+    mel = LogMel(sample_rate=sample_rate)(torch.from_numpy(w)[None])[0].numpy()
+    fig = pyplot().figure(figsize=(3.2, 1.6))
+    ax = fig.add_axes((0, 0, 1, 1))
+    _draw_mel(ax, mel, float(mel.max()))
+    return save_figure(fig, path, dpi=100)
+
+
 def save_mel_grid(path: str | os.PathLike, rows: dict[str, np.ndarray], titles: dict[str, list[str]] | None = None,
                   sample_rate: int = SAMPLE_RATE, max_cols: int = 8) -> Path:
     """One PNG with a row of mel spectrograms per named set (e.g. {"generated": (n, T), "real": (n, T)})."""
@@ -60,7 +86,7 @@ def save_mel_grid(path: str | os.PathLike, rows: dict[str, np.ndarray], titles: 
             ax.set_xticks([])
             ax.set_yticks([])
             if c < len(mels):
-                ax.imshow(mels[c], origin="lower", aspect="auto", vmin=-12, vmax=max(2.0, float(mels.max())))
+                _draw_mel(ax, mels[c], float(mels.max()))
                 if titles and name in titles:
                     ax.set_title(titles[name][c], fontsize=7)
             if c == 0:
