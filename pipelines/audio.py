@@ -2,7 +2,7 @@
 
     mambaseq audio run                             # CPU one-command job: synthetic digits, small SaShiMi, metrics
     mambaseq audio run experiment=sc09_gpu         # one GPU command (~6 min on an H100)
-    mambaseq audio train experiment=sc09_h200 --resume   # x3: the 30-minute H200 recipe, 500 steps a command
+    mambaseq audio train experiment=sc09_h200 --resume   # x3: the H200 recipe, 360 steps a command
     mambaseq audio run experiment=sc09_h200 --resume     # then: samples, continuations, metrics, listen.html
     mambaseq audio train audio_model=mamba train.max_steps=50
     mambaseq audio run data.sc09_dir=/data/speech_commands   # real SC09 (Speech Commands digits)
