@@ -6,7 +6,8 @@
 #            mambaseq audio prepare && tar -czf data/sc09.tgz -C data sc09      # ~31 MiB, SYNTHETIC digits
 #   bash bench/run_audio_gpu.sh train       # x3: experiment=sc09_h200, train.steps_per_call steps each
 #   bash bench/run_audio_gpu.sh finish      # samples, continuations, metrics; $OUT: metrics, listen.tgz
-#   bash bench/run_audio_gpu.sh ablation    # bench_audio_ablation.py --units 2 (repeat until "done")
+#   bash bench/run_audio_gpu.sh ablation train.max_steps=400   # --units 2 a command (repeat until "done"):
+#        one variant trained and scored per command; 4 commands of ~5 min for the paper grid at 400 steps
 # Extra Hydra overrides follow the action (e.g. train.steps_per_call=300); EXP picks another experiment.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -33,7 +34,8 @@ case "$action" in
     (cd "$run" && tar -czf "$OUT/listen.tgz" listen.html samples/mel samples/mel_generated_vs_real.png \
         $(python3 -c "import re; print(' '.join(sorted(set(re.findall(r'src=\"(samples/[^\"]+\.wav)\"', open('listen.html').read())))))")) ;;
   ablation)
-    python3 bench/bench_audio_ablation.py experiment="${EXP_ABLATION:-sc09_gpu}" --units "${UNITS:-2}" "$@" \
+    python3 bench/bench_audio_ablation.py --data-dir data/sc09 --units "${UNITS:-2}" \
+      experiment="${EXP_ABLATION:-sc09_gpu}" "$@" \
       2>&1 | tee "$OUT/ablation_$(date +%H%M%S).log"
     cp bench/results/audio_ablation_*.json "$OUT/" 2>/dev/null || true ;;
   *) echo "unknown action $action (train | finish | ablation)"; exit 2 ;;
