@@ -53,7 +53,9 @@ def load_pipeline(name: str) -> ModuleType:
 
 # --- configuration ----------------------------------------------------------------------------------------
 # old key -> new key (the context length and tokens per step live under data. in every pipeline)
-MOVED = {"tokens_per_step": "data.tokens_per_step", "train.seq_len": "data.seq_len"}
+MOVED = {"tokens_per_step": "data.tokens_per_step", "train.seq_len": "data.seq_len",
+         # audio: prefix-conditioned sampling is now the continuation set beside the unconditional samples
+         "generate.prefix_seconds": "generate.continuation_prefix_seconds"}
 # settings every pipeline has, with their rules (mambaseq.settings)
 SETTINGS = {"seed": "int>=0", "data.seq_len": "int>=1", "data.tokens_per_step": "int>=1|null"}
 # primary config -> the name prefix of its experiments (configs/experiment/<prefix>*.yaml)

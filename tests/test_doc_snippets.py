@@ -37,7 +37,9 @@ def _commands() -> list[tuple[str, str, list[str]]]:
             for line in block.replace("\\\n", " ").splitlines():
                 m = re.search(r"mambaseq ((apes|audio|pretrain) \S+)(.*)", line.split("#")[0])
                 if m and not re.search(r"/|\.\.\.|DIR", m.group(3)):
-                    out.append((doc.name, m.group(1), shlex.split(m.group(3))))
+                    # options (--resume, --config-name X) are the command line's, not Hydra overrides
+                    words = shlex.split(m.group(3))
+                    out.append((doc.name, m.group(1), [w for w in words if not w.startswith("--")]))
     return out
 
 

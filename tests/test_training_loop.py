@@ -105,6 +105,27 @@ def test_training_learns_and_checkpoints_load(tmp_path):
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
+
+def test_steps_per_call_cuts_a_run_into_exact_resumable_calls(tmp_path, capsys):
+    """A 9-step run as calls of 4, 4 and 1 steps (steps_per_call=4, resume) ends with the weights of one
+    uninterrupted run; each call checkpoints, says how many steps and calls are left, and prints the ETA."""
+    ref = tiny_classifier()
+    train(ref, classification_loss, batch_fn, CFG, tmp_path / "ref")
+    cfg = dataclasses.replace(CFG, steps_per_call=4)
+    steps = []
+    for call in range(4):  # the fourth call finds the run complete and trains nothing
+        model = tiny_classifier()
+        r = train(model, classification_loss, batch_fn, cfg, tmp_path / "run", resume=call > 0)
+        steps.append((r.step, r.stopped_early, r.max_steps))
+    assert steps == [(4, True, 9), (8, True, 9), (9, False, 9), (9, False, 9)]
+    for a, b in zip(ref.state_dict().values(), model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    out = capsys.readouterr().out
+    assert "end of this call at step 4/9: 4 steps in" in out and "2 more call(s) of 4 steps" in out
+    assert "end of this call at step 8/9" in out and "1 more call(s)" in out
+    assert "train step 3/9 (this call 3/4)" in out and "ETA call" in out  # progress=False: a line per log
+    assert [p.name for p in list_checkpoints(tmp_path / "run")][-1] == "step_00000009"
+
 def test_lm_loss_and_early_stop(tmp_path):
     torch.manual_seed(0)
     lm = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=10))

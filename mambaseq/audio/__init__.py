@@ -1,6 +1,6 @@
 """Audio: waveform I/O, 8-bit quantization, the spoken-digit data set, mel spectrograms, digit classifier metrics."""
 
-from .digits import CLIP_LEN, DIGITS, SPLITS, Digits, spread, with_start
+from .digits import CLIP_LEN, DIGITS, SPLITS, Digits, balanced_pick, spread, with_start
 from .io import SAMPLE_RATE, AudioError, AudioWarning, fix_length, load_audio, resample, save_wav
 from .quantize import (
     N_CLASSES,
@@ -19,6 +19,7 @@ __all__ = [
     "DIGITS",
     "SPLITS",
     "Digits",
+    "balanced_pick",
     "spread",
     "with_start",
     "SAMPLE_RATE",

@@ -56,6 +56,23 @@ def spread(n_total: int, k: int) -> torch.Tensor:
     return torch.from_numpy(np.unique(np.linspace(0, n_total - 1, min(k, n_total)).round().astype(np.int64)))
 
 
+def balanced_pick(labels: torch.Tensor | np.ndarray, k: int, seed: int) -> torch.Tensor:
+    """k indices (int64, (min(k, n),)) into ``labels`` (n,) taking the classes in turn (0, 1, ..., 9, 0, ...),
+    each class's clips in a seeded random order, so any prefix of the result is as class-balanced as the
+    split allows (a class that runs out is skipped). Raises ValueError for k < 0 or labels that are not 1-D."""
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise ValueError(f"balanced_pick: labels must be 1-D (n,), got shape {y.shape}")
+    if k < 0:
+        raise ValueError(f"balanced_pick: k must be >= 0, got {k}")
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation(np.flatnonzero(y == c))) for c in np.unique(y)]
+    out: list[int] = []
+    while len(out) < min(k, len(y)):
+        out += [int(q.pop(0)) for q in queues if q][: k - len(out)]
+    return torch.tensor(out, dtype=torch.int64)
+
+
 def with_start(tokens: torch.Tensor, start: int) -> torch.Tensor:
     """(n, T) tokens -> (n, T + 1) int64 with the start (silence) token first, so every sample is predicted."""
     return torch.cat([torch.full((tokens.shape[0], 1), start, dtype=torch.long), tokens.long()], 1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..fileio import atomic_path, load_weights, read_json, write_json
+from ..training.evaluation import accuracy_ci
 from .features import LogMel
 
 EPS = 1e-12
@@ -210,3 +212,27 @@ def sample_metrics(model: DigitClassifier, samples: Tensor, reference: Tensor, t
     return {"n": int(len(samples)), "IS": inception_score(p), "mIS": modified_inception_score(p),
             "AM": am_score(p, train_prior), "FID": frechet_distance(f, f_ref),
             "predicted_digit_counts": np.bincount(p.argmax(1), minlength=p.shape[1]).tolist()}
+
+
+def continuation_scores(clf: DigitClassifier, continued: torch.Tensor, sources: torch.Tensor, labels: torch.Tensor,
+                        n_prefix: int) -> dict[str, Any]:
+    """Is the digit kept? Prefix-conditioned continuation accuracy (issue 16; the digit-classifier protocol of
+    the SC09 metrics above applied to continuations): the classifier's accuracy against the true ``labels``
+    (n,) int on the ``continued`` clips (n, T) float (a real opening of ``n_prefix`` samples + the generated
+    rest), on their real ``sources`` (n, T) (the ceiling), and on the sources with everything after the
+    opening silenced (the control: what the opening alone gives away). Each with its Wilson 95% interval
+    (scipy, ``mambaseq.training.evaluation.accuracy_ci``) and the predicted digits. Raises ValueError when
+    the three inputs disagree in length or n is 0."""
+    if not len(labels) or not len(continued) == len(sources) == len(labels):
+        raise ValueError(f"continuation_scores: continued {tuple(continued.shape)}, sources {tuple(sources.shape)} "
+                         f"and labels {tuple(labels.shape)} must hold the same n >= 1 clips")
+    out: dict[str, Any] = {"n": int(len(labels)), "prefix_samples": int(n_prefix)}
+    prefix_only = sources.clone()
+    prefix_only[:, n_prefix:] = 0
+    for name, wav in (("continued", continued), ("real_source", sources), ("prefix_only", prefix_only)):
+        pred = classify(clf, wav)[0].argmax(1)
+        hits = int((pred == labels.numpy()).sum())
+        out[f"{name}_accuracy"] = hits / len(labels)
+        out[f"{name}_accuracy_ci95"] = list(accuracy_ci(hits, len(labels)))
+        out[f"{name}_predicted"] = pred.tolist()
+    return out

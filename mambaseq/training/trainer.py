@@ -10,7 +10,9 @@ The loop knows nothing about DNA or audio. A pipeline supplies
 
 It adds AdamW (no decay on ``_no_weight_decay``/norm/bias), warmup + cosine, sequence-length warmup at
 constant tokens per step, micro-batching, bf16 autocast on CUDA, gradient clipping, tqdm progress,
-CSV/TensorBoard metrics, atomic checkpoints every N steps and exact resume.
+CSV/TensorBoard metrics, atomic checkpoints every N steps and exact resume. A long run can be cut into
+commands of a fixed number of steps (``steps_per_call``; each ends with a checkpoint, ``resume=True``
+continues) that print the ETA of the call and of the whole run.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class TrainConfig:
     ckpt_every: int = 0             # 0: only at the end
     keep_last: int = 2
     max_time_s: float = 0.0         # stop early (with a checkpoint) after this wall time; 0 = no limit
+    steps_per_call: int = 0         # > 0: one call trains at most this many steps, checkpoints, and stops
+                                    #   (resume=True continues: a long run as several bounded commands)
     tensorboard: bool = False
     progress: bool = True
 
@@ -109,8 +113,8 @@ _TRAIN_RULES = {
     "weight_decay": "float>=0", "grad_clip": "float>=0", "seq_len": "int>=1", "batch_size": "int>=1",
     "seq_len_warmup": "bool", "seq_len_min": "int>=1", "seq_len_stage_steps": "int>=0",
     "max_tokens_per_micro": "int>=0", "seed": "int>=0", "log_every": "int>=1", "eval_every": "int>=0",
-    "ckpt_every": "int>=0", "keep_last": "int>=0", "max_time_s": "float>=0", "tensorboard": "bool",
-    "progress": "bool",
+    "ckpt_every": "int>=0", "keep_last": "int>=0", "max_time_s": "float>=0", "steps_per_call": "int>=0",
+    "tensorboard": "bool", "progress": "bool",
 }
 
 
@@ -170,12 +174,35 @@ class TrainResult:
     peak_memory_gib: float | None = None   # GPU: torch.cuda.max_memory_allocated during training; None on CPU
     peak_rss_gib: float | None = None      # host: the process's peak resident memory (data loading included)
     wall_s: float = 0.0
-    stopped_early: bool = False
+    stopped_early: bool = False   # before max_steps: max_time_s, or the end of this call (steps_per_call)
+    max_steps: int = 0            # the whole run's step budget (``step < max_steps``: resume to continue)
 
     def summary(self) -> dict[str, Any]:
         """How the run went, for a run's train_summary.json (without the metrics)."""
-        return {"step": self.step, "tokens_per_s": self.tokens_per_s, "peak_memory_gib": self.peak_memory_gib,
-                "peak_rss_gib": self.peak_rss_gib, "wall_s": self.wall_s, "stopped_early": self.stopped_early}
+        return {"step": self.step, "max_steps": self.max_steps, "tokens_per_s": self.tokens_per_s,
+                "peak_memory_gib": self.peak_memory_gib, "peak_rss_gib": self.peak_rss_gib, "wall_s": self.wall_s,
+                "stopped_early": self.stopped_early}
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as ``1h02m``, ``3m05s`` or ``42s``."""
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def progress_line(step: int, start: int, stop: int, max_steps: int, elapsed_s: float) -> str:
+    """``step 300/1500 (this call 300/500), 1.21 steps/s, ETA call 2m45s, run 16m31s``: the ETAs at this
+    call's mean rate (steps done since ``start`` over ``elapsed_s`` seconds; compilation included, so early
+    estimates run long). ``stop``: the step this call ends at; ``max_steps``: the whole run's."""
+    rate = (step - start) / max(elapsed_s, 1e-9)
+    eta = lambda n: _duration(n / rate) if rate > 0 else "n/a"  # noqa: E731
+    line = f"step {step}/{max_steps}"
+    if stop < max_steps:
+        line += f" (this call {step - start}/{stop - start}), {rate:.3g} steps/s, ETA call {eta(stop - step)}, " \
+                f"run {eta(max_steps - step)}"
+    else:
+        line += f", {rate:.3g} steps/s, ETA {eta(max_steps - step)}"
+    return line
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -188,7 +215,10 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
     """Train ``model`` for ``cfg.max_steps`` optimizer steps, writing logs and checkpoints to ``run_dir``.
 
     ``resume=True`` continues from the latest checkpoint in ``run_dir`` (if any) and yields the same
-    losses and weights as an uninterrupted run. Returns the final metrics and throughput.
+    losses and weights as an uninterrupted run. With ``cfg.steps_per_call`` > 0 a call stops (checkpointed,
+    evaluated) after that many steps, so a run of ``max_steps`` takes ceil(max_steps / steps_per_call) calls
+    with ``resume=True``; every log step prints ``progress_line`` (step, rate, ETA of the call and the run)
+    when the progress bar is off. Returns the final metrics and throughput.
     """
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
@@ -230,7 +260,8 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
     window: dict[str, float] = {}
     n_window, tok_window, t_window = 0, 0, time.perf_counter()
     t0, total_tokens, result = time.perf_counter(), 0, TrainResult(step=start)
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="train",
+    stop = min(cfg.max_steps, start + cfg.steps_per_call) if cfg.steps_per_call > 0 else cfg.max_steps
+    bar = tqdm(range(start, stop), initial=start, total=stop, desc="train",
                disable=not (cfg.progress and is_main), dynamic_ncols=True)
     step = start
     for step in bar:
@@ -261,7 +292,7 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
             window[k] = window.get(k, 0.0) + v
         n_window += 1
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.max_steps:
+        if done % cfg.log_every == 0 or done == stop:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t_window
@@ -272,18 +303,29 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
             result.metrics.update({f"train/{k}": v for k, v in avg.items()})
             bar.set_postfix({k: f"{avg[k]:.3g}" for k in ("loss", "acc") if k in avg}
                             | {"tok/s": f"{avg['tokens_per_s']:,.0f}", "L": seq_len})
+            if is_main and not cfg.progress:  # GPU logs: a plain line with the ETA instead of the bar
+                print(f"train {progress_line(done, start, stop, cfg.max_steps, time.perf_counter() - t0)}, "
+                      f"loss {avg['loss']:.4g}, {avg['tokens_per_s']:,.0f} tok/s", flush=True)
             window, n_window, tok_window, t_window = {}, 0, 0, time.perf_counter()
-        if eval_fn is not None and cfg.eval_every > 0 and done % cfg.eval_every == 0 and done < cfg.max_steps:
+        if eval_fn is not None and cfg.eval_every > 0 and done % cfg.eval_every == 0 and done < stop:
             _evaluate(eval_fn, model, done, logger, result)
-        if cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0 and done < cfg.max_steps:
+        if cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0 and done < stop:  # the call's end saves its own
             checkpoint(done)
         if cfg.max_time_s > 0 and time.perf_counter() - t0 > cfg.max_time_s and done < cfg.max_steps:
             print(f"stopping early at step {done}: max_time_s={cfg.max_time_s} reached")
             result.stopped_early = True
             break
     bar.close()
-    done = step + 1 if cfg.max_steps > start else start
-    result.step = done
+    done = step + 1 if stop > start else start
+    result.step, result.max_steps = done, cfg.max_steps
+    if done < cfg.max_steps and not result.stopped_early:  # the end of this call (steps_per_call)
+        result.stopped_early = True
+        if is_main:
+            wall, left = time.perf_counter() - t0, cfg.max_steps - done
+            print(f"end of this call at step {done}/{cfg.max_steps}: {done - start} steps in {_duration(wall)}; "
+                  f"{left} steps left, ETA {_duration(left * wall / max(done - start, 1))} at this call's rate in "
+                  f"{math.ceil(left / cfg.steps_per_call)} more call(s) of {cfg.steps_per_call} steps (resume: "
+                  f"--resume)", flush=True)
     result.wall_s = time.perf_counter() - t0
     result.tokens_per_s = total_tokens / max(result.wall_s, 1e-9)
     if device.type == "cuda":
