@@ -394,6 +394,7 @@ COMMAND = runs.Command("pretrain", "next-token genome pretraining (+ generation,
     "run": lambda cfg, args: run_all(cfg, resume=args.resume),
 }, session=session)
 main = COMMAND.main
+_prompts = prompts  # its name before the remodel (issue 11), for scripts written against it
 
 if __name__ == "__main__":
     raise SystemExit(main())
