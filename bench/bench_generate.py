@@ -218,7 +218,8 @@ def bench_audio(sz: dict, device: torch.device, repeats: int) -> list[dict]:
         start = torch.full((b, 1), 128, dtype=torch.long, device=device)  # the mu-law silence token
         n, nb = sz["audio_steps"], sz["audio_before_steps"]
         gen = torch.Generator(device=device).manual_seed(0)
-        t, _ = timed(lambda: generate(model, start, max_new_tokens=n, cg=cg, generator=gen), device, repeats)
+        t, _ = timed(lambda: generate(model, start, max_new_tokens=n, top_k=0, cg=cg, generator=gen), device,
+                     repeats)
         tb, _ = timed(lambda: legacy_sample(model, start, nb, 0, gen), device, 1)
         after, before = n / SAMPLE_RATE / t, nb / SAMPLE_RATE / tb
         row = {"model": "SaShiMi SC09", "batch": b, "steps_after": n, "steps_before": nb,

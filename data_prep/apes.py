@@ -69,7 +69,7 @@ def prepare_apes(
         if path is None:
             raise FileNotFoundError(f"no MAF given and Debian's is not installed ({DEBIAN_MAF}); "
                                     "run `apt-get install maffilter-examples` or use source=simulated")
-        store = prepare_maf(path, out_dir, region_size=region_size or 500_000, fractions=fractions, seed=seed,
+        store = prepare_maf(path, out_dir, region_size=region_size or 100_000, fractions=fractions, seed=seed,
                             progress=progress)
     else:
         if progress:

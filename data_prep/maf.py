@@ -66,7 +66,7 @@ def prepare_maf(
     maf_path: str | Path,
     out_dir: str | Path,
     *,
-    region_size: int = 500_000,
+    region_size: int = 100_000,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     species: Sequence[str] | None = None,
@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mambaseq.data_prep.maf", description=__doc__.split("\n\n")[0])
     ap.add_argument("maf", help="MAF alignment (plain or .gz)")
     ap.add_argument("-o", "--out", required=True, help="output token-store directory")
-    ap.add_argument("--region-size", type=int, default=500_000)
+    ap.add_argument("--region-size", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mask", action="store_true", help="keep soft-masked runs as a separate mask")
     args = ap.parse_args(argv)

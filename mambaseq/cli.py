@@ -89,7 +89,8 @@ def _missing(command: str, package: str | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; a configuration error prints one line (``error: ...``) and returns 2, unless
+    """Run a command; a configuration error, a missing file or checkpoint, or a value the library refuses
+    (ConfigError, FileNotFoundError, ValueError) prints one line (``error: ...``) and returns 2, unless
     ``-v`` asks for the traceback."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except ConfigError as e:  # a bad override or setting (mambaseq.settings)
+    except (ConfigError, FileNotFoundError, ValueError) as e:  # a bad setting, a missing file or checkpoint
+        # (evaluate before train), a value the library refused: each message names the key or the file
         if args.verbose:
             raise
         msg = " ".join(str(e).split())  # Hydra messages span lines

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mambaseq.fileio import missing_config
+
 # Named sizes. "debug" exists so CI can train for real in seconds.
 SIZES: dict[str, dict[str, int]] = {
     "debug": dict(d_model=16, n_layer=2, d_state=4),
@@ -92,7 +94,7 @@ class ConfigFile:
         try:
             d = json.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no config.json (expected a save_pretrained directory)") from None
+            raise missing_config(path) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: corrupt or truncated config (not valid JSON: {e})") from None
         if not isinstance(d, dict):
@@ -192,7 +194,7 @@ class MambaConfig(MambaBlockConfig):
         super().__post_init__()
         if not isinstance(self.num_labels, int) or isinstance(self.num_labels, bool) or self.num_labels < 0:
             raise ValueError(f"MambaConfig.num_labels must be an int >= 0, got {self.num_labels!r}")
-        for name in ("tie_embeddings", "checkpoint_activations"):
+        for name in ("tie_embeddings", "checkpoint_activations", "bidirectional", "rc_equivariant"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MambaConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.extra, dict):

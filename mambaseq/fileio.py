@@ -99,6 +99,17 @@ def write_json(obj: Any, path: str | os.PathLike, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=float) + "\n")
 
 
+def missing_config(path: str | os.PathLike) -> FileNotFoundError:
+    """The error for a checkpoint folder without ``config.json`` (``path`` is the file). A path that does not
+    exist and reads like a Hugging Face Hub id (``org/name``) gets a hint: nothing is downloaded at run time."""
+    p = Path(path)
+    hint = ""
+    if not p.parent.exists() and len(p.parent.parts) == 2 and not p.parent.is_absolute():
+        hint = (f"; mambaseq loads local folders only and does not download from the Hugging Face Hub: fetch it "
+                f"first (e.g. `huggingface-cli download {p.parent.as_posix()} --local-dir <folder>`) and pass the folder")
+    return FileNotFoundError(f"{p}: no config.json (expected a save_pretrained directory){hint}")
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file; FileNotFoundError or CorruptFileError naming ``path``."""
     path = Path(path)

@@ -288,10 +288,11 @@ def generate(
     max_length: int | None = None,
     max_new_tokens: int | None = None,
     temperature: float = 1.0,
-    top_k: int = 0,
+    top_k: int = 1,
     top_p: float = 1.0,
     min_p: float = 0.0,
     eos_token_id: int | None = None,
+    do_sample: bool | None = None,
     cg: bool = False,
     return_dict_in_generate: bool = False,
     output_scores: bool = False,
@@ -303,8 +304,11 @@ def generate(
     Args:
         input_ids: (batch, P >= 1) integer prompt, consumed in one parallel forward (prefill).
         max_length: total length P + new tokens (mamba-ssm / Hugging Face); or give ``max_new_tokens``.
-        temperature, top_k, top_p, min_p: sampling filters (see ``filter_logits``); ``top_k=1`` is greedy
-            (argmax, no randomness). ``top_p=0.0`` means "off", as in mamba-ssm.
+        temperature, top_k, top_p, min_p: sampling filters (see ``filter_logits``); ``top_k=1`` (the default,
+            as mamba-ssm's ``generate``) is greedy: argmax, no randomness; ``top_k=0`` samples from the whole
+            distribution. ``top_p=0.0`` means "off", as in mamba-ssm.
+        do_sample: Hugging Face's switch: False is greedy whatever ``top_k``; True samples, with ``top_k=1``
+            (the greedy default) read as 0 (no top-k filter); None leaves ``top_k`` to decide.
         eos_token_id: a sequence that emits it is finished: it emits it again and stops accumulating; the
             output is cut after the step where every sequence has finished (checked every EOS_CHECK_EVERY).
         cg: capture the decode step in CUDA graphs (cached on the model per batch size and settings; the
@@ -333,6 +337,8 @@ def generate(
     n_new = int(max_new_tokens)
     if n_new < 1:
         raise ValueError(f"nothing to generate: {n_new} new tokens (prompt length {P}, max_length {max_length})")
+    if do_sample is not None:
+        top_k = 1 if not do_sample else (0 if int(top_k) == 1 else top_k)
     st = _Settings(float(temperature), int(top_k), 1.0 if top_p == 0.0 else float(top_p), float(min_p),
                    None if eos_token_id is None else int(eos_token_id))
     _check_settings(st.temperature, st.top_k, st.top_p, st.min_p)
@@ -399,7 +405,8 @@ def sample(model: torch.nn.Module, n_new: int, prefix: Tensor | None = None, bat
         a BOS token for text), which is fed to the model but not returned.
     cg: CUDA graphs (None: on when the model is on a CUDA device).
     sampling: ``generate``'s sampling options ``temperature``, ``top_k``, ``top_p``, ``min_p`` and
-        ``generator`` (the same defaults); TypeError for any other keyword.
+        ``generator``; unlike ``generate`` it samples by default (``top_k=0``: the whole distribution);
+        TypeError for any other keyword.
     The first new token is drawn from the logits after the last prefix position. Returns `SampleOutput`.
     Raises ValueError for a bad length, prefix or setting.
     """
@@ -421,6 +428,7 @@ def sample(model: torch.nn.Module, n_new: int, prefix: Tensor | None = None, bat
         if batch_size is not None and batch_size != prefix.shape[0]:
             raise ValueError(f"batch_size={batch_size} disagrees with prefix batch {prefix.shape[0]}")
         keep_prefix = return_prefix
+    sampling.setdefault("top_k", 0)  # a sampler: generate's default (top_k=1) is greedy
     res = generate(model, prefix, max_new_tokens=n_new, cg=device.type == "cuda" if cg is None else cg,
                    return_dict_in_generate=True, progress=progress, **sampling)
     tokens = res.sequences if keep_prefix else res.sequences[:, prefix.shape[1]:]

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mambaseq.config import CONFIG_NAME, WEIGHTS_NAME, MambaConfig
-from mambaseq.fileio import atomic_path, write_json
+from mambaseq.fileio import atomic_path, missing_config, write_json
 
 FORMATS = ("mambaseq", "transformers", "mamba_ssm")
 
@@ -61,7 +61,7 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no config.json (expected a save_pretrained directory)") from None
+        raise missing_config(path) from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 

@@ -25,7 +25,7 @@ import torch.nn as nn
 from safetensors.torch import save_model
 
 from mambaseq.config import CONFIG_NAME, WEIGHTS_NAME, ConfigFile, MambaConfig
-from mambaseq.fileio import atomic_path, load_weights, read_json
+from mambaseq.fileio import atomic_path, load_weights, missing_config, read_json
 from mambaseq.hf_compat import checkpoint_format, load_foreign
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {}
@@ -116,7 +116,7 @@ def load_pretrained(directory: str | os.PathLike, map_location: str = "cpu", **o
     try:
         arch = read_json(path).get("architecture")  # a damaged file: CorruptFileError naming it
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no config.json (expected a save_pretrained directory)") from None
+        raise missing_config(path) from None
     if arch is None and checkpoint_format(directory) != "mambaseq":
         arch = "MambaLMHeadModel"  # a mamba-ssm or transformers causal LM
     if arch not in ARCHITECTURES:

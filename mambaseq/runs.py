@@ -57,7 +57,7 @@ MOVED = {"tokens_per_step": "data.tokens_per_step", "train.seq_len": "data.seq_l
          # audio: prefix-conditioned sampling is now the continuation set beside the unconditional samples
          "generate.prefix_seconds": "generate.continuation_prefix_seconds"}
 # settings every pipeline has, with their rules (mambaseq.settings)
-SETTINGS = {"seed": "int>=0", "data.seq_len": "int>=1", "data.tokens_per_step": "int>=1|null"}
+SETTINGS = {"seed": "int>=0", "data.seq_len": "int>=1", "data.tokens_per_step": "int>=1|null", "threads": "int>=0|null"}
 # primary config -> the name prefix of its experiments (configs/experiment/<prefix>*.yaml)
 EXPERIMENTS = {"apes": "apes", "audio": "sc09", "pretrain": "pretrain"}
 _OVERRIDE = re.compile(r"^(~|\+\+|\+)?([\w.]+)(=.*)?$", re.S)
@@ -91,12 +91,14 @@ def load_config(config_name: str, overrides: Sequence[str] = (), settings: Mappi
                 ) -> Config:
     """Compose ``configs/<config_name>.yaml`` with Hydra overrides -> plain nested dict, with ``SETTINGS``,
     ``settings`` and the ``train`` group (as a TrainConfig) checked by name (ConfigError) before anything
-    runs."""
+    runs. A top-level ``threads`` > 0 sets torch's CPU threads."""
     overrides = [rename_moved(o) for o in overrides]
     _check_experiment(config_name, group_choices(overrides).get("experiment"))
     cfg = compose(config_name, overrides)
     check_settings(cfg, {**SETTINGS, **(settings or {})})
     TrainConfig.from_dict(cfg["train"])
+    if cfg.get("threads"):  # CPU threads; on a machine shared with other jobs, threads=1 avoids OpenMP spinning
+        torch.set_num_threads(int(cfg["threads"]))
     return cfg
 
 

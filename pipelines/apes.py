@@ -23,14 +23,14 @@ import torch
 from mambaseq import runs
 from mambaseq.data import (VOCAB, Interval, RandomWindows, TiledWindows, TokenStore, describe, rc_augment,
                            read_split_bed, split_intervals, write_bed)
-from mambaseq.data.kmers import kmer_baselines
+from mambaseq.data.kmers import kmer_baseline_predictions
 from mambaseq.fileio import write_json
 from mambaseq.reports import plot_accuracy_vs_length, write_classification_report
 from mambaseq.settings import ConfigError, check_settings
 from mambaseq.training import classification_loss, resolve_device
 from mambaseq.training import train as train_loop
-from mambaseq.training.evaluation import (accuracy_ci, classification_counts, classification_metrics, confusion_pairs,
-                                          eval_loop)
+from mambaseq.training.evaluation import (classification_counts, classification_metrics, cluster_accuracy_ci,
+                                          confusion_pairs, eval_loop)
 
 Config = runs.Config
 
@@ -133,22 +133,29 @@ def n_policy(cfg: Config) -> dict[str, Any]:
 
 
 def _classify(cfg: Config, model: torch.nn.Module, windows: TiledWindows, n_labels: int, device: torch.device,
-              precision: str, split: str) -> tuple[np.ndarray, float]:
-    """-> (confusion matrix (n_labels, n_labels), mean cross-entropy) over every window; a progress bar
-    labelled ``split`` when ``train.progress``."""
+              precision: str, split: str) -> tuple[np.ndarray, float, np.ndarray]:
+    """-> (confusion matrix (n_labels, n_labels), mean cross-entropy, (n,) 0/1 hits in window order) over every
+    window; a progress bar labelled ``split`` when ``train.progress``."""
     batch = max(1, int(cfg["eval"]["tokens_per_batch"]) // windows.length)
     label = f"{split}: {len(windows):,} windows" if cfg["train"].get("progress", True) else None
-    s = eval_loop(model, windows.batches(batch), classification_counts(n_labels), device, precision,
+    s = eval_loop(model, windows.batches(batch), classification_counts(n_labels, len(windows)), device, precision,
                   progress=label, total=-(-len(windows) // batch))
     if not s:
-        return np.zeros((n_labels, n_labels), dtype=np.int64), 0.0
-    return s["confusion"].cpu().numpy(), float(s["loss"]) / len(windows)
+        return np.zeros((n_labels, n_labels), dtype=np.int64), 0.0, np.zeros(0, dtype=np.int64)
+    return s["confusion"].cpu().numpy(), float(s["loss"]) / len(windows), s["hits"].cpu().numpy()
+
+
+def window_clusters(store: TokenStore, windows: TiledWindows) -> list[str]:
+    """The correlated group of each window, for the accuracy's interval: the homologous region its record
+    holds (the simulator's and the MAF source's records are regions, one per species), else the record."""
+    region = {r["name"]: r.get("region", r["name"]) for r in store.records}
+    return [str(region.get(windows.coords(i).seq, windows.coords(i).seq)) for i in range(len(windows))]
 
 
 def _baselines(cfg: Config, store: TokenStore, splits: dict[str, list[Interval]], test: TiledWindows,
-               seq_len: int) -> dict[int, float]:
-    """{k: test accuracy} of k-mer logistic regressions (k in ``eval.baseline_ks``, N counted) fitted on
-    random train windows (same split and N policy) and scored on the same test windows as the network."""
+               seq_len: int) -> dict[int, np.ndarray]:
+    """{k: (n_test,) predictions} of k-mer logistic regressions (k in ``eval.baseline_ks``, N counted) fitted
+    on random train windows (same split and N policy), on the same test windows (same order) as the network."""
     ev = cfg["eval"]
     n_tokens = ev.get("baseline_train_tokens")
     if n_tokens is None:  # the same number of training tokens as the network saw
@@ -161,8 +168,8 @@ def _baselines(cfg: Config, store: TokenStore, splits: dict[str, list[Interval]]
                          **n_policy(cfg)).batch(0, n)
     tx, ty = zip(*[(a.numpy(), b.numpy()) for a, b in test.batches(256)])
     ks = [int(k) for k in ev.get("baseline_ks", (3, 4, 5, 6))]
-    return kmer_baselines(x.numpy(), y.numpy(), np.concatenate(tx), np.concatenate(ty), ks,
-                          progress=bool(cfg["train"].get("progress", True)))
+    return kmer_baseline_predictions(x.numpy(), y.numpy(), np.concatenate(tx), np.concatenate(ty), ks,
+                                     progress=bool(cfg["train"].get("progress", True)))
 
 
 # --- steps -----------------------------------------------------------------------------------------
@@ -190,7 +197,7 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
     device = resolve_device(tcfg.device)
 
     def eval_fn(model: torch.nn.Module, step: int) -> dict[str, float]:
-        cm, loss = _classify(cfg, model, val, n_labels, device, tcfg.precision, "validate")
+        cm, loss, _ = _classify(cfg, model, val, n_labels, device, tcfg.precision, "validate")
         return {"acc": float(np.trace(cm) / cm.sum()), "loss": loss}
 
     torch.manual_seed(seed)
@@ -225,18 +232,27 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
                         seed=int(cfg["seed"]), **n_policy(cfg))
     labels = store.label_names
     t0 = time.perf_counter()
-    cm, loss = _classify(cfg, model, test, len(labels), device, tcfg.precision, "test")
+    cm, loss, hits = _classify(cfg, model, test, len(labels), device, tcfg.precision, "test")
     dt = time.perf_counter() - t0
     y, p = confusion_pairs(cm)
     m = classification_metrics(y, p, labels)
     summary_path = out / "train_summary.json"
     train_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    m["accuracy_ci95"] = accuracy_ci(int(np.trace(cm)), len(y))
-    m["kmer_baselines"] = {str(k): v for k, v in _baselines(cfg, store, splits, test, seq_len).items()}
+    # windows of one homologous region (one per species) are correlated: resample regions, not windows
+    clusters = window_clusters(store, test)
+    m["accuracy_ci95"] = cluster_accuracy_ci(hits, clusters)
+    n_groups = len(set(clusters))
+    m["accuracy_ci95_method"] = (f"cluster bootstrap over {n_groups} groups of correlated test windows (homologous "
+                                 f"regions, else records; scipy.stats.bootstrap, percentile)" if n_groups >= 5 else
+                                 f"Wilson over windows (only {n_groups} groups of correlated windows, too few to "
+                                 f"resample: too narrow if the held-out regions differ)")
+    base_hits = {k: (pred == test.labels).astype(np.int64)
+                 for k, pred in _baselines(cfg, store, splits, test, seq_len).items()}
+    m["kmer_baselines"] = {str(k): float(h.mean()) for k, h in base_hits.items()}
     best_k = max(m["kmer_baselines"], key=m["kmer_baselines"].get) if m["kmer_baselines"] else None
     m["best_kmer_baseline"] = None if best_k is None else {
         "k": int(best_k), "accuracy": m["kmer_baselines"][best_k],
-        "accuracy_ci95": accuracy_ci(round(m["kmer_baselines"][best_k] * len(y)), len(y))}
+        "accuracy_ci95": cluster_accuracy_ci(base_hits[int(best_k)], clusters)}
     m["kmer_baseline_accuracy"] = None if best_k is None else m["kmer_baselines"][best_k]
     m.update(run_dir=str(out), seq_len=seq_len, test_loss=loss, eval_tokens_per_s=len(y) * seq_len / dt,
              checkpoint=str(ckpt), data=describe(store), synthetic=store.synthetic, source=store.source.get("kind"),
@@ -256,6 +272,10 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
     print(f"TEST accuracy {m['accuracy']:.3f} [95% CI {lo:.3f}, {hi:.3f}] vs chance {m['chance_uniform']:.3f} "
           f"(balanced acc {m['balanced_accuracy']:.3f}{base_txt}) on {len(y)} windows of {seq_len:,} bases from "
           f"held-out regions; {describe(store)} -> {out / 'metrics.json'}")
+    if n_groups < 5:
+        print(f"note: the test windows come from {n_groups} groups of correlated windows (held-out homologous "
+              f"regions); the intervals treat windows as independent and are too narrow if regions differ "
+              f"(more, smaller regions: data.region_size)")
     return m
 
 

@@ -50,7 +50,7 @@ LN2 = math.log(2)
 
 # --- configuration and data -------------------------------------------------------------------------
 SETTINGS = {
-    "threads": "int>=0", "classifier.epochs": "int>=1", "classifier.batch_size": "int>=1",
+    "classifier.epochs": "int>=1", "classifier.batch_size": "int>=1",
     "classifier.lr": "float>0", "eval.val_clips": "int>=1", "eval.nll_clips": "int>=1", "eval.batch_size": "int>=1",
     "generate.n_samples": "int>=1", "generate.batch_size": "int>=1", "generate.seconds": "float>0",
     "generate.temperature": "float>0", "generate.top_k": "int>=0", "generate.top_p": "prob",
@@ -61,7 +61,7 @@ SETTINGS = {
 
 def load_config(overrides: Sequence[str] = (), config_name: str = "audio") -> Config:
     """``configs/<config_name>.yaml`` with Hydra overrides, every setting checked by name (ConfigError)
-    before anything runs; ``threads`` > 0 sets torch's CPU threads."""
+    before anything runs."""
     cfg = runs.load_config(config_name, overrides, SETTINGS)
     name, g = cfg.get("run_name"), cfg["generate"]
     if name is not None and (not isinstance(name, str) or not name or "/" in name or name.startswith(".")):
@@ -71,8 +71,6 @@ def load_config(overrides: Sequence[str] = (), config_name: str = "audio") -> Co
         raise ConfigError(f"generate.continuation_prefix_seconds={g['continuation_prefix_seconds']}: must give at "
                           f"least one sample and be shorter than generate.seconds={g['seconds']} (the rest is "
                           f"generated)")
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
     return cfg
 
 

@@ -201,9 +201,25 @@ def test_hydra_override_errors_are_one_line(capsys, override):
         cli.main(["-v", "pretrain", "show-config", override])
 
 
-def test_other_errors_still_raise():
+def test_user_errors_found_while_running_are_one_line(capsys):
+    """A missing file or checkpoint found while a command runs (evaluate before train) prints one line naming
+    it and returns 2; -v raises it with its traceback; any other exception is not swallowed."""
+    assert cli.main(["pretrain", "evaluate", "data.store=/nonexistent/store"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "/nonexistent/store" in err[0], err
     with pytest.raises(FileNotFoundError):
-        cli.main(["pretrain", "evaluate", "data.store=/nonexistent/store"])
+        cli.main(["-v", "pretrain", "evaluate", "data.store=/nonexistent/store"])
+
+
+def test_other_errors_still_raise(monkeypatch):
+    from mambaseq.pipelines import apes
+
+    def boom(*a, **k):
+        raise RuntimeError("a bug, not a user error")
+
+    monkeypatch.setattr(apes, "prepare", boom)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["apes", "evaluate", "out_dir=/nonexistent"])
 
 
 @pytest.mark.parametrize("overrides,expected", [

@@ -164,6 +164,23 @@ def test_output_scores_are_the_step_logits(request):
     torch.testing.assert_close(torch.stack(res.scores, 1), par, **CLOSE["fp32_logits"])
 
 
+def test_defaults_are_greedy_as_mamba_ssm_and_do_sample_switches(request):
+    """generate() without sampling options is greedy (mamba-ssm's top_k=1 default), do_sample=False forces
+    greedy, do_sample=True samples (top_k=1 read as no filter); sample() samples by default."""
+    seed = _seed(request)
+    m = _model("real", seed)
+    prompt = _prompt(seed, 2, 5)
+    greedy = m.generate(prompt, max_new_tokens=12, top_k=1)
+    assert torch.equal(m.generate(prompt, max_new_tokens=12), greedy)
+    assert torch.equal(m.generate(prompt, max_new_tokens=12, top_k=0, do_sample=False), greedy)
+    draws = [m.generate(prompt, max_new_tokens=12, do_sample=True, generator=torch.Generator().manual_seed(s))
+             for s in range(4)]
+    assert any(not torch.equal(d, greedy) for d in draws)
+    outs = [sample(m, 12, prefix=prompt, progress=False, generator=torch.Generator().manual_seed(s)).tokens
+            for s in range(4)]
+    assert any(not torch.equal(o, greedy[:, 5:]) for o in outs)
+
+
 def test_sample_wraps_generate():
     m = _model("real", 5, vocab=256)
     out = sample(m, 9, batch_size=2, start_token=128, generator=torch.Generator().manual_seed(0), progress=False)
@@ -232,7 +249,7 @@ def test_gpu_graph_sampling_reproducible_and_flat_memory(kind, request):
     prompt = _prompt(seed, 4, 6, device="cuda")
 
     def run(s, n=200, **kw):
-        return m.generate(prompt, max_new_tokens=n, temperature=0.9, top_p=0.95, cg=True,
+        return m.generate(prompt, max_new_tokens=n, temperature=0.9, top_k=0, top_p=0.95, cg=True,
                           generator=torch.Generator(device="cuda").manual_seed(s), return_dict_in_generate=True, **kw)
 
     a, b, c = run(3), run(3), run(4)
@@ -243,9 +260,9 @@ def test_gpu_graph_sampling_reproducible_and_flat_memory(kind, request):
                                **CLOSE["bf16_loglik"])
     # default seed path (the device's default generator, auto-registered with the graph)
     torch.manual_seed(7)
-    d1 = m.generate(prompt, max_new_tokens=50, temperature=1.0, cg=True)
+    d1 = m.generate(prompt, max_new_tokens=50, do_sample=True, cg=True)
     torch.manual_seed(7)
-    assert torch.equal(d1, m.generate(prompt, max_new_tokens=50, temperature=1.0, cg=True))
+    assert torch.equal(d1, m.generate(prompt, max_new_tokens=50, do_sample=True, cg=True))
     # memory: 16x the tokens costs only the output ids
     run(5, 256)
     torch.cuda.synchronize()

@@ -144,3 +144,27 @@ def test_lm_loss_and_early_stop(tmp_path):
 def test_train_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown train settings.*'lr_typo'"):
         TrainConfig.from_dict({"lr_typo": 1})
+
+
+def test_cluster_accuracy_ci_widens_for_correlated_windows():
+    """Windows in groups that are hit or missed together (one homologous region, four species): the cluster
+    bootstrap's interval is about sqrt(group size) wider than the Wilson interval of independent windows, and
+    contains the truth where Wilson, for a chance-level classifier with few regions, may not; one window per
+    group gives about Wilson's width; fewer than 5 groups fall back to Wilson; the seed fixes the result."""
+    import numpy as np
+
+    from mambaseq.training.evaluation import accuracy_ci, cluster_accuracy_ci
+
+    rng = np.random.default_rng(5)
+    groups = np.repeat(np.arange(60), 4)                        # 60 regions x 4 species
+    hits = np.repeat(rng.random(60) < 0.25, 4).astype(int)      # whole regions right or wrong
+    lo, hi = cluster_accuracy_ci(hits, groups)
+    wlo, whi = accuracy_ci(int(hits.sum()), hits.size)
+    assert lo <= hits.mean() <= hi and (hi - lo) > 1.6 * (whi - wlo), ((lo, hi), (wlo, whi))
+    assert cluster_accuracy_ci(hits, groups) == (lo, hi)        # deterministic
+    single = (rng.random(240) < 0.25).astype(int)
+    slo, shi = cluster_accuracy_ci(single, np.arange(240))
+    wlo, whi = accuracy_ci(int(single.sum()), 240)
+    assert abs((shi - slo) - (whi - wlo)) < 0.25 * (whi - wlo), ((slo, shi), (wlo, whi))
+    assert cluster_accuracy_ci(hits[:16], groups[:16]) == accuracy_ci(int(hits[:16].sum()), 16)  # 4 groups
+    assert all(math.isnan(v) for v in cluster_accuracy_ci(np.zeros(0), []))

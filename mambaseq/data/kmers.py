@@ -62,21 +62,29 @@ def kmer_baseline(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, 
     return clf.predict(scaler.transform(kmer_profiles(test_x, k)[:, seen]))
 
 
-def kmer_baselines(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                   ks: Sequence[int] = (3, 4, 5, 6), progress: bool = False) -> dict[int, float]:
-    """{k: test accuracy} of ``kmer_baseline`` for each k (the same train and test windows). ``progress``
-    prints a line as each fit starts and ends (the k = 6 fit takes minutes on a CPU: 5^6 features)."""
+def kmer_baseline_predictions(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                              ks: Sequence[int] = (3, 4, 5, 6), progress: bool = False) -> dict[int, np.ndarray]:
+    """{k: (n_test,) predictions} of ``kmer_baseline`` for each k (the same train and test windows; ``test_y``
+    only for the progress lines). ``progress`` prints a line as each fit starts and ends (the k = 6 fit takes
+    minutes on a CPU: 5^6 features)."""
     out = {}
     for i, k in enumerate(ks, 1):
         t0 = time.perf_counter()
         if progress:
             print(f"k-mer baseline {i}/{len(ks)}: k={k} logistic regression on {len(train_x):,} windows x "
                   f"{5**k:,} k-mer frequencies ...", flush=True)
-        out[int(k)] = float((kmer_baseline(train_x, train_y, test_x, k) == test_y).mean())
+        out[int(k)] = kmer_baseline(train_x, train_y, test_x, k)
         if progress:
-            print(f"k-mer baseline {i}/{len(ks)}: k={k} test accuracy {out[int(k)]:.3f} "
+            print(f"k-mer baseline {i}/{len(ks)}: k={k} test accuracy {(out[int(k)] == test_y).mean():.3f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     return out
+
+
+def kmer_baselines(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                   ks: Sequence[int] = (3, 4, 5, 6), progress: bool = False) -> dict[int, float]:
+    """{k: test accuracy} of ``kmer_baseline`` for each k (``kmer_baseline_predictions`` scored)."""
+    preds = kmer_baseline_predictions(train_x, train_y, test_x, test_y, ks, progress)
+    return {k: float((p == test_y).mean()) for k, p in preds.items()}
 
 
 # --- pooled statistics of sets of sequences ------------------------------------------------------------------

@@ -334,6 +334,11 @@ class TiledWindows(_WindowSource):
         k, off = self._picks[i]
         return self._load([(k, off)])[0], int(self.interval_label[k])
 
+    @property
+    def labels(self) -> np.ndarray:
+        """(n,) int64 class of every window, in order."""
+        return self.interval_label[[k for k, _ in self._picks]].astype(np.int64)
+
     def coords(self, i: int) -> Interval:
         """Where window i lies: (seq, start, end, split)."""
         k, off = self._picks[i]

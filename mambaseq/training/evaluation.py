@@ -106,16 +106,26 @@ def position_buckets(bits_sum: np.ndarray, count: np.ndarray) -> list[dict[str, 
 
 
 # --- sequence classifiers ---------------------------------------------------------------------------------
-def classification_counts(n_labels: int) -> Score:
+def classification_counts(n_labels: int, n_windows: int | None = None) -> Score:
     """Score of a classifier on (x (b, L), y (b,)): {"loss": summed cross-entropy (float64), "confusion":
-    (n_labels, n_labels) int64 counts, rows true labels, columns predictions}."""
+    (n_labels, n_labels) int64 counts, rows true labels, columns predictions}. With ``n_windows`` (one pass
+    over that many windows, in order), also "hits": (n_windows,) int64, 1 where window i was classified right
+    (for intervals that resample windows by group, ``cluster_accuracy_ci``)."""
+    seen = [0]
+
     def score(model: nn.Module, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         x, y = batch
         logits = model(x).float()
         pred = logits.argmax(-1)
         counts = torch.bincount(y * n_labels + pred, minlength=n_labels * n_labels)
-        return {"loss": F.cross_entropy(logits, y, reduction="sum").double(),
-                "confusion": counts.view(n_labels, n_labels)}
+        out = {"loss": F.cross_entropy(logits, y, reduction="sum").double(),
+               "confusion": counts.view(n_labels, n_labels)}
+        if n_windows is not None:
+            hits = torch.zeros(n_windows, dtype=torch.int64, device=y.device)
+            hits[seen[0]:seen[0] + len(y)] = (pred == y).long()
+            seen[0] += len(y)
+            out["hits"] = hits
+        return out
 
     return score
 
@@ -146,6 +156,30 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
         "confusion_matrix": cm.tolist(),
         "labels": list(labels),
     }
+
+
+def cluster_accuracy_ci(hits: np.ndarray, clusters: Sequence[Any], level: float = 0.95, n_resamples: int = 9999,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of an accuracy whose windows come in correlated groups (e.g. the species' windows
+    of one homologous region): a cluster bootstrap (``scipy.stats.bootstrap``, groups resampled with
+    replacement, accuracy = hits / windows of the resample). hits: (n,) 0/1; clusters: (n,) group keys.
+    Fewer than 5 groups cannot be resampled meaningfully: the Wilson interval of the windows then.
+    Deterministic for a given ``seed``. (nan, nan) when n == 0."""
+    hits = np.asarray(hits, dtype=np.float64)
+    if hits.size == 0:
+        return float("nan"), float("nan")
+    _, group = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    n_hit, n_win = np.bincount(group, weights=hits), np.bincount(group).astype(np.float64)
+    if len(n_win) < 5:
+        return accuracy_ci(int(hits.sum()), int(hits.size), level)
+    if n_hit.sum() in (0, n_win.sum()):  # every resample gives the same accuracy: the Wilson interval instead
+        return accuracy_ci(int(hits.sum()), int(hits.size), level)
+    from scipy.stats import bootstrap
+
+    res = bootstrap((n_hit, n_win), lambda h, n, axis=-1: h.sum(axis) / n.sum(axis), paired=True, vectorized=True,
+                    confidence_level=level, n_resamples=n_resamples, method="percentile",
+                    rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def accuracy_ci(n_correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
