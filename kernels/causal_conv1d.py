@@ -148,6 +148,19 @@ def causal_conv1d_update_ref(
     return out.to(x.dtype)
 
 
+def check_conv_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None,
+                      activation: str | None) -> None:
+    """The arguments of a one-token conv update (``causal_conv1d_update``, ``mamba_step.conv_x_proj_step``):
+    ValueError naming the first bad one."""
+    _validate(x, weight, bias, activation, 2)
+    b, d = x.shape
+    width = weight.shape[1]
+    check(
+        isinstance(conv_state, Tensor) and tuple(conv_state.shape) == (b, d, width),
+        f"conv_state must be (batch={b}, dim={d}, width={width}); got {tuple(getattr(conv_state, 'shape', ()))}",
+    )
+
+
 def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None = None,
                          activation: str | None = None, *, backend: str = "auto") -> Tensor:
     """One decoding step of the causal conv.
@@ -158,13 +171,7 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Te
     Returns:
         (batch, dim) in x's dtype.
     """
-    _validate(x, weight, bias, activation, 2)
-    b, d = x.shape
-    width = weight.shape[1]
-    check(
-        isinstance(conv_state, Tensor) and tuple(conv_state.shape) == (b, d, width),
-        f"conv_state must be (batch={b}, dim={d}, width={width}); got {tuple(getattr(conv_state, 'shape', ()))}",
-    )
+    check_conv_update(x, conv_state, weight, bias, activation)
     if resolve_backend("causal_conv1d_update", backend, x) == "triton":
         from .causal_conv1d_triton import causal_conv1d_update_triton
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .backend import resolve_backend
 from .checks import check, shape_of
-from .causal_conv1d import causal_conv1d_update, causal_conv1d_update_ref
+from .causal_conv1d import causal_conv1d_update, causal_conv1d_update_ref, check_conv_update
 from .selective_state_update import selective_state_update_ref
 
 MAX_FUSED_NORM_ROWS = 4  # add_rms_norm_linear: one Triton kernel up to this batch (rows live in registers)
@@ -151,13 +151,8 @@ def conv_x_proj_step(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor
     Raises:
         ValueError: on a shape mismatch (naming the argument).
     """
-    check(isinstance(x, Tensor) and x.dim() == 2, f"x must be (batch, dim); got {shape_of(x)}")
+    check_conv_update(x, conv_state, weight, bias, "silu")
     b, d = x.shape
-    check(isinstance(weight, Tensor) and weight.dim() == 2 and weight.shape[0] == d,
-          f"weight must be (dim={d}, width); got {shape_of(weight)}")
-    check(bias is None or tuple(bias.shape) == (d,), f"bias must be (dim={d},); got {shape_of(bias)}")
-    check(isinstance(conv_state, Tensor) and tuple(conv_state.shape) == (b, d, weight.shape[1]),
-          f"conv_state must be (batch={b}, dim={d}, width={weight.shape[1]}); got {shape_of(conv_state)}")
     check(isinstance(x_proj_weight, Tensor) and x_proj_weight.dim() == 2 and x_proj_weight.shape[1] == d,
           f"x_proj_weight must be (E, dim={d}); got {shape_of(x_proj_weight)}")
     if resolve_backend("conv_x_proj_step", backend, x) == "triton":
@@ -192,16 +187,17 @@ def add_rms_norm_linear(x: Tensor, residual: Tensor | None, norm_weight: Tensor,
     Raises:
         ValueError: on mismatched shapes.
     """
-    check(isinstance(weight, Tensor) and weight.dim() == 2 and weight.shape[1] == getattr(x, "shape", (0, -1))[-1],
-          f"weight must be (out, d={getattr(x, 'shape', (0, '?'))[-1]}); got {shape_of(weight)}")
+    check(isinstance(x, Tensor) and x.dim() == 2, f"x must be (batch, d); got {shape_of(x)}")
+    b, d = x.shape
+    check(residual is None or residual.shape == x.shape, f"residual must be {tuple(x.shape)}; got {shape_of(residual)}")
+    check(tuple(norm_weight.shape) == (d,), f"norm_weight must be ({d},); got {shape_of(norm_weight)}")
+    check(isinstance(weight, Tensor) and weight.dim() == 2 and weight.shape[1] == d,
+          f"weight must be (out, d={d}); got {shape_of(weight)}")
     check(bias is None or tuple(bias.shape) == (weight.shape[0],),
           f"bias must be ({weight.shape[0]},); got {shape_of(bias)}")
-    if x.dim() == 2 and x.shape[0] <= MAX_FUSED_NORM_ROWS and resolve_backend("add_rms_norm_linear", backend, x) == "triton":
+    if b <= MAX_FUSED_NORM_ROWS and resolve_backend("add_rms_norm_linear", backend, x) == "triton":
         from .mamba_step_triton import add_rms_norm_linear_triton
 
-        check(residual is None or residual.shape == x.shape,
-              f"residual must be {tuple(x.shape)}; got {shape_of(residual)}")
-        check(tuple(norm_weight.shape) == (x.shape[1],), f"norm_weight must be ({x.shape[1]},); got {shape_of(norm_weight)}")
         return add_rms_norm_linear_triton(x, residual, norm_weight, torch.finfo(x.dtype).eps if eps is None else eps,
                                           weight, bias)
     normed, res = add_rms_norm(x, residual, norm_weight, eps, backend=backend)

@@ -116,6 +116,7 @@ class KmerProfileHead(nn.Module):
         self.standardize = standardize
         self.norm = PooledBatchNorm(4**k + 1, affine=False)
         self.norm.frozen = standardize == "fit"
+        self._fitted = False  # set by the first forward that finds statistics (fitted, or loaded)
         self.linear = nn.Linear(4**k + 1, num_labels)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
@@ -151,10 +152,12 @@ class KmerProfileHead(nn.Module):
         return counts / ids.shape[1]
 
     def forward(self, input_ids: Tensor) -> Tensor:
-        if self.standardize == "fit" and int(self.norm.num_batches_tracked) == 0:
-            raise RuntimeError("KmerProfileHead(standardize='fit') has no standardisation yet: call "
-                               "fit_standardizer(train_windows) (model.wide) before training or use "
-                               "wide_standardize='batch'")
+        if self.standardize == "fit" and not self._fitted:  # checked once: no device sync per forward
+            if int(self.norm.num_batches_tracked) == 0:
+                raise RuntimeError("KmerProfileHead(standardize='fit') has no standardisation yet: call "
+                                   "fit_standardizer(train_windows) (model.wide) before training or use "
+                                   "wide_standardize='batch'")
+            self._fitted = True
         return self.linear(self.norm(self.profile(input_ids)))
 
 

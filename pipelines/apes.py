@@ -149,7 +149,8 @@ def window_clusters(store: TokenStore, windows: TiledWindows) -> list[str]:
     """The correlated group of each window, for the accuracy's interval: the homologous region its record
     holds (the simulator's and the MAF source's records are regions, one per species), else the record."""
     region = {r["name"]: r.get("region", r["name"]) for r in store.records}
-    return [str(region.get(windows.coords(i).seq, windows.coords(i).seq)) for i in range(len(windows))]
+    seqs = (windows.coords(i).seq for i in range(len(windows)))
+    return [str(region.get(seq, seq)) for seq in seqs]
 
 
 def _baselines(cfg: Config, store: TokenStore, splits: dict[str, list[Interval]], test: TiledWindows,
@@ -204,9 +205,9 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
     model = build_model(cfg, n_labels)
     wide = getattr(model, "wide", None)
     if wide is not None and wide.standardize == "fit":  # a resumed run then loads the checkpoint's statistics
-        x, _ = RandomWindows(store, splits["train"], seq_len, seed=seed + 2, balance_labels=True,  # not the
-                             **n_policy(cfg)).batch(0, int(cfg["data"].get("wide_fit_windows", 512)))  # batches
-        wide.fit_standardizer(x)
+        # its own draw of training windows (seed + 2: neither the training batches nor the baselines')
+        fit = RandomWindows(store, splits["train"], seq_len, seed=seed + 2, balance_labels=True, **n_policy(cfg))
+        wide.fit_standardizer(fit.batch(0, int(cfg["data"].get("wide_fit_windows", 512)))[0])
     out = run_dir(cfg, store, seq_len)
     write_bed([iv for name in ("train", "val", "test") for iv in splits[name]], out / "splits.bed")
     print(f"training {cfg['model']['size']} ({runs.n_params(model):,} params) on "
