@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -91,6 +92,10 @@ def run_dir(cfg: Config, store: TokenStore, size: str, seq_len: int) -> Path:
 def build_model(cfg: Config, size: str | None = None) -> torch.nn.Module:
     """The causal (or, objective=mlm, masked) LM of ``cfg["model"]``, at named ``size`` if given."""
     spec = {**cfg["model"], "size": size or cfg["model"]["size"]}
+    if is_mlm(cfg) and not (spec.get("bidirectional") or spec.get("rc_equivariant")):
+        warnings.warn("objective=mlm with a causal model: every position sees only the bases to its left, so the "
+                      "masked LM learns no more than next-token training does; set model.bidirectional=true "
+                      "(and/or model.rc_equivariant=true), as the masked-LM recipe does", UserWarning, stacklevel=2)
     return runs.build_model(spec, "mlm" if is_mlm(cfg) else "lm", vocab_size=len(VOCAB))
 
 

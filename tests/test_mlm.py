@@ -110,3 +110,17 @@ def test_apes_config_picks_dna_models():
                             "model.pooling=mean"])
     clf = apes.build_model(cfg, 5)
     assert clf.cfg.bidirectional and clf.cfg.rc_equivariant and clf.cfg.pooling == "mean"
+
+
+def test_masked_lm_with_a_causal_model_warns():
+    """objective=mlm on a causal backbone sees only left context: the pipeline warns and names the fix; with
+    model.bidirectional=true it does not."""
+    import warnings
+
+    cfg = pretrain.load_config(["experiment=pretrain_debug", "objective=mlm"])
+    with pytest.warns(UserWarning, match="model.bidirectional=true"):
+        pretrain.build_model(cfg)
+    cfg = pretrain.load_config(["experiment=pretrain_debug", "objective=mlm", "model.bidirectional=true"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pretrain.build_model(cfg)

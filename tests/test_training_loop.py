@@ -85,6 +85,21 @@ def test_resume_is_exact_after_a_crash(tmp_path):
     assert m["train/seq_len"][-1][1] == 64 and m["train/seq_len"][0][1] == 16
 
 
+def test_resume_with_another_schedule_says_so(tmp_path, capsys):
+    """Resuming with changed schedule settings (here train.max_steps and lr) prints one WARNING naming each
+    change; resuming with the same settings prints none."""
+    short = dataclasses.replace(CFG, max_steps=6, steps_per_call=3)
+    train(tiny_classifier(), classification_loss, batch_fn, short, tmp_path, resume=True)
+    capsys.readouterr()
+    train(tiny_classifier(), classification_loss, batch_fn, short, tmp_path, resume=True)
+    assert "WARNING" not in capsys.readouterr().out
+    longer = dataclasses.replace(CFG, max_steps=9, lr=1e-3)
+    train(tiny_classifier(), classification_loss, batch_fn, longer, tmp_path, resume=True)
+    out = capsys.readouterr().out
+    assert "WARNING: resuming with a different schedule" in out
+    assert "train.max_steps 6 -> 9" in out and "train.lr 0.005 -> 0.001" in out and "steps_per_call" not in out
+
+
 def test_training_learns_and_checkpoints_load(tmp_path):
     cfg = dataclasses.replace(CFG, max_steps=40, seq_len_warmup=False, max_tokens_per_micro=0, batch_size=16,
                               seq_len=32, lr=2e-2, warmup_steps=5, log_every=20, ckpt_every=0)

@@ -190,6 +190,20 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
+SCHEDULE_FIELDS = ("max_steps", "lr", "min_lr_ratio", "warmup_steps", "batch_size", "seq_len_warmup", "seq_len_min",
+                   "seq_len_stage_steps")
+
+
+def schedule_changes(saved: Mapping[str, Any] | None, cfg: "TrainConfig") -> str:
+    """'train.max_steps 400 -> 800, ...' for the fields of ``SCHEDULE_FIELDS`` that differ between a checkpoint's
+    saved train config and ``cfg``; '' when they agree or the checkpoint saved none."""
+    if not isinstance(saved, Mapping):
+        return ""
+    now = dataclasses.asdict(cfg)
+    return ", ".join(f"train.{k} {saved[k]!r} -> {now[k]!r}" for k in SCHEDULE_FIELDS
+                     if k in saved and k in now and saved[k] != now[k])
+
+
 def progress_line(step: int, start: int, stop: int, max_steps: int, elapsed_s: float) -> str:
     """``step 300/1500 (this call 300/500), 1.21 steps/s, ETA call 2m45s, run 16m31s``: the ETAs at this
     call's mean rate (steps done since ``start`` over ``elapsed_s`` seconds; compilation included, so early
@@ -234,6 +248,11 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
         start = int(state["step"])
         if is_main:
             print(f"resumed from {ckpt} at step {start}")
+            changed = schedule_changes((state.get("extra") or {}).get("train_config"), cfg)
+            if changed:
+                print(f"WARNING: resuming with a different schedule than the checkpoint's run ({changed}): the "
+                      f"learning-rate schedule and the steps left are recomputed from the new values, so this run "
+                      f"is not the one a fresh start with them would give", flush=True)
     else:
         stale = Path(run_dir) / "checkpoints"
         if is_main and stale.is_dir() and any(stale.iterdir()):
