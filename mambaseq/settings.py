@@ -62,13 +62,49 @@ def compose(config_name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     from hydra import initialize_config_module
     from omegaconf import OmegaConf
 
-    group_choices(overrides)
-    try:
+    groups = group_choices(overrides)
+
+    def _compose(ovr: Sequence[str]) -> dict[str, Any]:
         with initialize_config_module(config_module="mambaseq.configs", version_base=None):
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+            cfg = hydra_compose(config_name=config_name, overrides=list(ovr))
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+    try:
+        out = _compose(overrides)
     except Exception as e:
-        raise ConfigError(f"{config_name} config with overrides {list(overrides)}: {e}") from e
+        m = re.search(r"Could not override '([^']+)'", str(e))
+        hint = _did_you_mean(m.group(1), _compose([f"{g}={c}" for g, c in groups.items()])) if m else ""
+        raise ConfigError(f"{config_name} config with overrides {list(overrides)}: {e}{hint}") from e
+    added = [o[1:].split("=", 1)[0] for o in overrides if o.startswith("+") and "=" in o and "/" not in o.split("=")[0]]
+    if added:  # '+key=value' may only add to a free-form mapping (data.fasta, model.extra), never a typo'd setting
+        base = _compose([f"{g}={c}" for g, c in groups.items()])
+        for key in added:
+            parent, _, leaf = key.rpartition(".")
+            node: Any = base
+            for part in parent.split(".") if parent else []:
+                node = node.get(part) if isinstance(node, Mapping) else None
+            if isinstance(node, Mapping) and not any(key == f or key.startswith(f + ".") for f in FREE_FORM):
+                raise ConfigError(f"+{key}: {parent or config_name} has no setting {leaf!r}"
+                                  f"{_did_you_mean(key, base)}; settings are changed without '+'")
+    return out
+
+
+# '+' may add keys here: data.fasta's species are the user's; a model group lists only some architecture fields
+# (the rest come from the named size) and its keys are checked when the model is built
+FREE_FORM = ("data.fasta", "model", "audio_model")
+
+
+def _did_you_mean(key: str, cfg: Mapping[str, Any]) -> str:
+    """' (did you mean data.seq_len?)' for the known setting closest to ``key``, or ''."""
+    import difflib
+
+    def keys(node: Any, prefix: str = "") -> list[str]:
+        if not isinstance(node, Mapping):
+            return [prefix[:-1]]
+        return [k for name, v in node.items() for k in keys(v, f"{prefix}{name}.")] + ([prefix[:-1]] if prefix else [])
+
+    close = difflib.get_close_matches(key, keys(cfg), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def get(cfg: Mapping[str, Any], key: str) -> Any:

@@ -22,7 +22,7 @@ import torch
 
 from mambaseq import runs
 from mambaseq.data import (VOCAB, Interval, RandomWindows, TiledWindows, TokenStore, describe, rc_augment,
-                           read_split_bed, split_intervals, write_bed)
+                           read_split_bed, reverse_complement, split_intervals, write_bed)
 from mambaseq.data.kmers import kmer_baseline_predictions
 from mambaseq.fileio import write_json
 from mambaseq.reports import plot_accuracy_vs_length, write_classification_report
@@ -42,7 +42,7 @@ SETTINGS = {
     "data.max_n_fraction": "fraction|null", "data.mask_n": "bool", "data.sim_te_rate_scale": "float>=0",
     "eval.test_windows_per_class": "int>=1", "eval.val_windows_per_class": "int>=1",
     "eval.baseline_train_tokens": "int>=0|null", "eval.baseline_min_windows": "int>=1",
-    "eval.baseline_max_windows": "int>=1|null", "init_weights": "bool", "init_from": "dir|null",
+    "eval.baseline_max_windows": "int>=1|null", "eval.rc_average": "bool", "init_weights": "bool", "init_from": "dir|null",
     "data.split_bed": "file|null", "data.wide_fit_windows": "int>=2",
 }
 
@@ -132,11 +132,26 @@ def n_policy(cfg: Config) -> dict[str, Any]:
     return {"max_n_fraction": None if frac is None else float(frac), "mask_n": bool(d.get("mask_n", True))}
 
 
+class BothStrands(torch.nn.Module):
+    """A classifier evaluated on both strands: logits = (f(x) + f(reverse_complement(x))) / 2 (test-time
+    reverse-complement averaging, as HyenaDNA / Caduceus evaluate; exact post-hoc conjoining for models that
+    cannot be made RC-equivariant, such as the k-mer and Wide & Deep heads). (batch, L) ids -> (batch, K)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.model(input_ids).float() + self.model(reverse_complement(input_ids)).float())
+
+
 def _classify(cfg: Config, model: torch.nn.Module, windows: TiledWindows, n_labels: int, device: torch.device,
               precision: str, split: str) -> tuple[np.ndarray, float, np.ndarray]:
     """-> (confusion matrix (n_labels, n_labels), mean cross-entropy, (n,) 0/1 hits in window order) over every
     window; a progress bar labelled ``split`` when ``train.progress``."""
     batch = max(1, int(cfg["eval"]["tokens_per_batch"]) // windows.length)
+    if cfg["eval"].get("rc_average", False):  # strand is arbitrary: average over both strands of each window
+        model, batch = BothStrands(model), max(1, batch // 2)
     label = f"{split}: {len(windows):,} windows" if cfg["train"].get("progress", True) else None
     s = eval_loop(model, windows.batches(batch), classification_counts(n_labels, len(windows)), device, precision,
                   progress=label, total=-(-len(windows) // batch))
@@ -258,8 +273,10 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
     m.update(run_dir=str(out), seq_len=seq_len, test_loss=loss, eval_tokens_per_s=len(y) * seq_len / dt,
              checkpoint=str(ckpt), data=describe(store), synthetic=store.synthetic, source=store.source.get("kind"),
              n_policy=n_policy(cfg), test_windows_left_out_for_n=test.n_left_out,
-             model=cfg["model"], train=train_summary, device=str(device))
-    syn = " [SIMULATED data]" if store.synthetic else ""
+             model=cfg["model"], train=train_summary, device=str(device),
+             negative_control=store.source.get("kind") == "maf", rc_average=bool(cfg["eval"].get("rc_average")))
+    syn = " [SIMULATED data]" if store.synthetic else (" [NEGATIVE CONTROL: expected at chance]"
+                                                       if m["negative_control"] else "")
     title = (f"great apes, {seq_len:,}-base windows, test acc {m['accuracy']:.3f} "
              f"(chance {m['chance_uniform']:.2f}){syn}")
     write_classification_report(out, y, p, labels, m, title)
@@ -273,6 +290,10 @@ def evaluate(cfg: Config, seq_len: int | None = None, store: TokenStore | None =
     print(f"TEST accuracy {m['accuracy']:.3f} [95% CI {lo:.3f}, {hi:.3f}] vs chance {m['chance_uniform']:.3f} "
           f"(balanced acc {m['balanced_accuracy']:.3f}{base_txt}) on {len(y)} windows of {seq_len:,} bases from "
           f"held-out regions; {describe(store)} -> {out / 'metrics.json'}")
+    if m["negative_control"]:
+        print("NEGATIVE CONTROL: this human-projected, one-to-one orthologous alignment carries no species signal a "
+              "window classifier can use (docs/apes.md); the expected accuracy is chance, and an interval that "
+              "excludes chance points at a leak (assembly gaps, alignment artefacts), not at biology")
     if n_groups < 5:
         print(f"note: the test windows come from {n_groups} groups of correlated windows (held-out homologous "
               f"regions); the intervals treat windows as independent and are too narrow if regions differ "

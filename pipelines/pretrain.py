@@ -190,8 +190,8 @@ def evaluate(cfg: Config, size: str, seq_len: int, store: TokenStore | None = No
         what = "masked bases" if is_mlm(cfg) else (
             f"predictions; context {rows[-1]['context_from']:,}-{rows[-1]['context_to']:,}: "
             f"{rows[-1]['bits_per_base']:.4f} vs context 1: {rows[0]['bits_per_base']:.4f}")
-        print(f"{split.upper()} {r['bits_per_base']:.4f} bits/base ({size}, L={seq_len:,}, {r['n_tokens']:,} "
-              f"{what}) -> {out / 'eval'}")
+        print(f"{split.upper()} {r['bits_per_base']:.4f} bits/base (uniform over A/C/G/T: 2.0000; {size}, "
+              f"L={seq_len:,}, {r['n_tokens']:,} {what}) -> {out / 'eval'}")
     return m
 
 

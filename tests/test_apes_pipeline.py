@@ -119,3 +119,52 @@ def test_model_settings_are_checked_before_any_data(tmp_path):
     with pytest.raises(ConfigError, match="model: .*kmer_size"):
         apes.load_config(tiny_overrides(tmp_path, "model.rc_equivariant=true", "model.kmer_size=6"))
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
+def test_both_strands_averages_logits_and_is_strand_symmetric():
+    """eval.rc_average: BothStrands gives (f(x) + f(RC x)) / 2, the same for a window and its reverse complement,
+    for a Wide & Deep classifier with 6-mer tokens (which no RC-equivariant model covers)."""
+    import zlib
+
+    import torch
+
+    from mambaseq import MambaConfig, MambaForSequenceClassification
+    from mambaseq.data import reverse_complement
+
+    torch.manual_seed(zlib.crc32(b"both_strands"))
+    cfg = MambaConfig.from_name("debug", vocab_size=5, num_labels=3, kmer_size=3, wide_kmer_size=2)
+    model = MambaForSequenceClassification(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # heads start at zero: give them something to average
+        x = torch.randint(0, 4, (4, 40))
+        both = apes.BothStrands(model)
+        want = 0.5 * (model(x) + model(reverse_complement(x)))
+        torch.testing.assert_close(both(x), want, rtol=0, atol=0)
+        torch.testing.assert_close(both(reverse_complement(x)), both(x), rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(model(x), model(reverse_complement(x)))
+
+
+def test_rc_average_setting_runs_and_is_checked(tmp_path, capsys):
+    cfg = apes.load_config(tiny_overrides(tmp_path, "data.seq_len=128", "eval.rc_average=true"))
+    (r,) = apes.run_all(cfg)
+    assert 0 <= r["accuracy"] <= 1
+    with pytest.raises(ValueError, match="eval.rc_average"):
+        apes.run_all(apes.load_config(tiny_overrides(tmp_path, "eval.rc_average=maybe")))
+
+
+def test_maf_run_is_labelled_a_negative_control(tmp_path, capsys):
+    """data.source=maf (the negative control) says so on the TEST line, in a NEGATIVE CONTROL line and in
+    metrics.json; a simulated run says SIMULATED instead."""
+    from test_apes_data import make_maf
+
+    maf = tmp_path / "aln.maf"
+    make_maf(maf, n_blocks=40, block_len=300, seed=3, identical=False)
+    over = [o for o in tiny_overrides(tmp_path) if not o.startswith(("data.source", "data.sim_length",
+                                                                   "data.region_size"))]
+    cfg = apes.load_config([*over, "data.source=maf", f"data.maf={maf}", "data.region_size=1200", "data.seq_len=128",
+                            "data.fractions=[0.6,0.2,0.2]"])
+    (m,) = apes.run_all(cfg)
+    out = capsys.readouterr().out
+    assert m["negative_control"] is True and "NEGATIVE CONTROL" in out and "SIMULATED" not in out
+    assert json.loads((tmp_path / "runs" / "maf_debug_L128" / "metrics.json").read_text())["negative_control"]

@@ -246,3 +246,24 @@ def test_apes_data_settings_are_one_line_errors(tmp_path, capsys, overrides, exp
 def test_show_config_of_a_recipe_without_its_files(capsys):
     assert cli.main(["apes", "show-config", "experiment=apes_genomes_gpu"]) == 0
     assert "human: null" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override, msg", [
+    ("data.seq_lenn=1024", r"did you mean data.seq_len\?"),
+    ("+data.seq_lenn=1024", r"\+data.seq_lenn: data has no setting 'seq_lenn' \(did you mean data.seq_len\?\)"),
+    ("+seq_lenn=3", r"\+seq_lenn: apes has no setting 'seq_lenn'"),
+], ids=["typo", "plus-typo", "plus-top-level"])
+def test_a_typo_is_refused_with_the_closest_setting(override, msg):
+    """Hydra's own advice for a typo ('use +key=value') would add an unused key silently: '+' is refused for a
+    key that is not a setting, and both errors name the closest setting."""
+    from mambaseq.settings import ConfigError, compose
+
+    with pytest.raises(ConfigError, match=msg):
+        compose("apes", [override])
+
+
+def test_plus_still_adds_species_files_and_model_fields():
+    from mambaseq.settings import compose
+
+    assert compose("apes", ["+data.fasta.human=/x/hg38.fa.gz"])["data"]["fasta"] == {"human": "/x/hg38.fa.gz"}
+    assert compose("pretrain", ["model=small", "+model.n_layer=6"])["model"]["n_layer"] == 6

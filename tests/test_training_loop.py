@@ -100,6 +100,28 @@ def test_resume_with_another_schedule_says_so(tmp_path, capsys):
     assert "train.max_steps 6 -> 9" in out and "train.lr 0.005 -> 0.001" in out and "steps_per_call" not in out
 
 
+def test_resume_with_only_damaged_checkpoints_stops_and_deletes_nothing(tmp_path):
+    """--resume where every checkpoint is damaged raises (one line: CorruptFileError is a ValueError naming the
+    folder and the checkpoints) and leaves them and the metrics as they were; evaluation says they are damaged,
+    not that there are none."""
+    from mambaseq.fileio import CorruptFileError
+    from mambaseq.runs import require_checkpoint
+
+    cfg = dataclasses.replace(CFG, max_steps=6, ckpt_every=3)
+    train(tiny_classifier(), classification_loss, batch_fn, cfg, tmp_path)
+    ckpts = list_checkpoints(tmp_path)
+    assert len(ckpts) == 2
+    for c in ckpts:
+        w = c / "model.safetensors"
+        w.write_bytes(w.read_bytes()[:100])
+    metrics = (tmp_path / "metrics.csv").read_bytes()
+    with pytest.warns(Warning, match="damaged"), pytest.raises(CorruptFileError, match="none is complete"):
+        train(tiny_classifier(), classification_loss, batch_fn, cfg, tmp_path, resume=True)
+    assert list_checkpoints(tmp_path) == ckpts and (tmp_path / "metrics.csv").read_bytes() == metrics
+    with pytest.warns(Warning, match="damaged"), pytest.raises(CorruptFileError, match="every checkpoint is damaged"):
+        require_checkpoint(tmp_path, "apes")
+
+
 def test_training_learns_and_checkpoints_load(tmp_path):
     cfg = dataclasses.replace(CFG, max_steps=40, seq_len_warmup=False, max_tokens_per_micro=0, batch_size=16,
                               seq_len=32, lr=2e-2, warmup_steps=5, log_every=20, ckpt_every=0)

@@ -33,7 +33,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mambaseq.fileio import CorruptFileError
+
+from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .logger import MetricsLogger
 from .optim import SeqLenSchedule, build_optimizer, build_scheduler
 
@@ -243,6 +245,11 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
     sched = build_scheduler(opt, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
     start = 0
     ckpt = latest_checkpoint(run_dir) if resume else None
+    if resume and ckpt is None and list_checkpoints(run_dir):  # all damaged: keep them, start nothing
+        raise CorruptFileError(f"{Path(run_dir) / 'checkpoints'}: --resume found checkpoints but none is complete "
+                               f"({', '.join(p.name for p in list_checkpoints(run_dir))}; the warnings above name "
+                               f"the damaged files); nothing was changed. Repair or remove them, or start afresh "
+                               f"without --resume")
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, opt, sched)
         start = int(state["step"])
