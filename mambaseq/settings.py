@@ -76,7 +76,7 @@ def compose(config_name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
         hint = _did_you_mean(m.group(1), _compose([f"{g}={c}" for g, c in groups.items()])) if m else ""
         raise ConfigError(f"{config_name} config with overrides {list(overrides)}: {e}{hint}") from e
     added = [o[1:].split("=", 1)[0] for o in overrides if o.startswith("+") and "=" in o and "/" not in o.split("=")[0]]
-    if added:  # '+key=value' may only add to a free-form mapping (data.fasta, model.extra), never a typo'd setting
+    if added:  # '+key=value' may only add under FREE_FORM (data.fasta, the model groups), never a typo'd setting
         base = _compose([f"{g}={c}" for g, c in groups.items()])
         for key in added:
             parent, _, leaf = key.rpartition(".")
