@@ -34,7 +34,11 @@ def _run_bench(args: argparse.Namespace) -> int:
         return 2
     sys.path.insert(0, str(script.parent))
     mod = importlib.import_module(script.stem)
-    return int(mod.main(args.rest) or 0)
+    argv0, sys.argv[0] = sys.argv[0], f"mambaseq bench {args.which}"  # the scripts' argparse names itself by it
+    try:
+        return int(mod.main(args.rest) or 0)
+    finally:
+        sys.argv[0] = argv0
 
 
 def _info(args: argparse.Namespace) -> int:

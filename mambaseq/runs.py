@@ -228,7 +228,9 @@ class Command:
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("action", choices=[*self.actions, "show-config"])
-        p.add_argument("overrides", nargs="*", help=f"Hydra overrides, e.g. {self.example}")
+        p.add_argument("overrides", nargs="*", help=f"Hydra overrides, e.g. {self.example}; threads=N sets the CPU "
+                                                     f"threads (threads=1 on a machine shared with other jobs); "
+                                                     f"show-config lists every setting")
         p.add_argument("--config-name", default=self.name, help="primary config in mambaseq.configs")
         p.add_argument("--resume", action="store_true", help="continue each run from its latest checkpoint")
 

@@ -31,6 +31,7 @@ import torch
 from mambaseq import runs
 from mambaseq.data import (VOCAB, ShardedLMBatches, TiledWindows, TokenStore, decode, describe, format_region,
                            genome_splits, parse_region, sharded_eval_batches)
+from mambaseq.data.dna import N_ID
 from mambaseq.data.kmers import compare_to_real
 from mambaseq.data_prep.pretrain import prepare_genome
 from mambaseq.fileio import write_json
@@ -214,6 +215,11 @@ def prompts(cfg: Config, store: TokenStore) -> tuple[np.ndarray, np.ndarray | No
     if g.get("region"):  # 1-based inclusive, as samtools faidx
         iv = parse_region(g["region"], store, "generate.region")
         ids = np.asarray(store.window(iv.seq, iv.start, iv.end))
+        n_frac = float(np.mean(ids == N_ID))
+        if n_frac > 0.5:  # an assembly gap (chr20 starts with 60 kb of N): the model was never trained on these
+            warnings.warn(f"generate.region={g['region']}: {n_frac:.0%} of the prompt is N (an assembly gap); the "
+                          f"model learned from A/C/G/T, so this prompt tells it little. Pick a region with bases",
+                          UserWarning, stacklevel=2)
         return np.stack([ids] * n), None, [format_region(iv.seq, iv.start, iv.end)] * n
     tw = TiledWindows(store, _splits(cfg, store)["test"], P + n_new, max_per_label=n, seed=seed)
     if len(tw) < n:

@@ -8,7 +8,7 @@ from mambaseq.data_prep.fasta import prepare_fasta
 from mambaseq.pipelines.pretrain import prompts
 from seeding import rng_for
 
-SEQS = {"chr20": "ACGTTGCAAC", "HLA:A*01": "GGGA", "one": "T"}
+SEQS = {"chr20": "ACGTTGCAAC", "HLA:A*01": "GGGA", "one": "T", "gap": "NNNNNNAC"}
 
 
 @pytest.fixture(scope="module")
@@ -82,4 +82,17 @@ def test_generate_region_prompt(store):
     assert [decode(p) for p in ids] == ["ACGT", "ACGT"] and real is None and where == ["chr20:1-4"] * 2
     cfg["generate"]["region"] = "chr20:0-4"
     with pytest.raises(ValueError, match="generate.region 'chr20:0-4': positions are 1-based"):
+        prompts(cfg, store)
+
+
+def test_a_prompt_inside_an_assembly_gap_warns(store):
+    """A generate.region that is mostly N (an assembly gap, as the start of chr20) warns; bases do not."""
+    import warnings
+
+    cfg = {"seed": 0, "generate": {"n_samples": 1, "prompt_len": 4, "n_new": 2, "region": "gap:1-6"}}
+    with pytest.warns(UserWarning, match="100% of the prompt is N"):
+        prompts(cfg, store)
+    cfg["generate"]["region"] = "chr20:1-4"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         prompts(cfg, store)

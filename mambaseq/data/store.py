@@ -76,7 +76,8 @@ class TokenStore:
         return len(self.records)
 
     def __repr__(self) -> str:
-        syn = ", SYNTHETIC" if self.synthetic else ""
+        # the simulator's genomes say SIMULATED, as every other line about them does; other made-up data SYNTHETIC
+        syn = (", SIMULATED" if self.source.get("kind") == "simulated" else ", SYNTHETIC") if self.synthetic else ""
         return f"TokenStore({str(self.path)!r}, {len(self)} sequences, {int(self.lengths.sum()):,} bases{syn})"
 
     @property
