@@ -327,11 +327,12 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
                        tokens_per_s=tok_window / max(dt, 1e-9))
             logger.log(done, avg, prefix="train/")
             result.metrics.update({f"train/{k}": v for k, v in avg.items()})
-            bar.set_postfix({k: f"{avg[k]:.3g}" for k in ("loss", "acc") if k in avg}
+            shown = {"loss": "loss (nats)", "acc": "acc"}
+            bar.set_postfix({shown[k]: f"{avg[k]:.3g}" for k in shown if k in avg}
                             | {"tok/s": f"{avg['tokens_per_s']:,.0f}", "L": seq_len})
             if is_main and not cfg.progress:  # GPU logs: a plain line with the ETA instead of the bar
                 print(f"train {progress_line(done, start, stop, cfg.max_steps, time.perf_counter() - t0)}, "
-                      f"loss {avg['loss']:.4g}, {avg['tokens_per_s']:,.0f} tok/s", flush=True)
+                      f"loss {avg['loss']:.4g} nats, {avg['tokens_per_s']:,.0f} tok/s", flush=True)
             window, n_window, tok_window, t_window = {}, 0, 0, time.perf_counter()
         if eval_fn is not None and cfg.eval_every > 0 and done % cfg.eval_every == 0 and done < stop:
             _evaluate(eval_fn, model, done, logger, result)
