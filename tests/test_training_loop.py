@@ -98,6 +98,21 @@ def test_resume_with_another_schedule_says_so(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "WARNING: resuming with a different schedule" in out
     assert "train.max_steps 6 -> 9" in out and "train.lr 0.005 -> 0.001" in out and "steps_per_call" not in out
+    assert "model asked for differs" not in out
+
+
+def test_resume_with_another_model_of_the_same_shapes_says_so(tmp_path, capsys):
+    """A model variant whose weights fit the checkpoint (here mean instead of last pooling) resumes with a
+    WARNING naming the differing fields and suggesting its own out_dir."""
+    cfg = dataclasses.replace(CFG, max_steps=6, steps_per_call=3)
+    train(tiny_classifier(), classification_loss, batch_fn, cfg, tmp_path, resume=True)
+    capsys.readouterr()
+    torch.manual_seed(0)
+    variant = MambaForSequenceClassification(MambaConfig.from_name("debug", vocab_size=10, num_labels=3, pooling="mean"))
+    train(variant, classification_loss, batch_fn, cfg, tmp_path, resume=True)
+    out = capsys.readouterr().out
+    assert "WARNING: the model asked for differs from the checkpoint's (pooling 'last' -> 'mean')" in out
+    assert "out_dir" in out
 
 
 def test_resume_with_only_damaged_checkpoints_stops_and_deletes_nothing(tmp_path):

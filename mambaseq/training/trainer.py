@@ -206,6 +206,19 @@ def schedule_changes(saved: Mapping[str, Any] | None, cfg: "TrainConfig") -> str
                      if k in saved and k in now and saved[k] != now[k])
 
 
+def model_changes(ckpt: Path, model: nn.Module) -> str:
+    """'d_state 16 -> 8, ...' for the config fields in which ``model.cfg`` differs from the checkpoint's
+    config.json; '' when they agree, or when either side has no config to compare."""
+    cfg = getattr(model, "cfg", None)
+    path = Path(ckpt) / "config.json"
+    if cfg is None or not hasattr(cfg, "to_dict") or not path.is_file():
+        return ""
+    import json
+
+    saved, now = json.loads(path.read_text()), json.loads(json.dumps(cfg.to_dict()))  # tuples as the file has them
+    return ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in now if k in saved and saved[k] != now[k])
+
+
 def progress_line(step: int, start: int, stop: int, max_steps: int, elapsed_s: float) -> str:
     """``step 300/1500 (this call 300/500), 1.21 steps/s, ETA call 2m45s, run 16m31s``: the ETAs at this
     call's mean rate (steps done since ``start`` over ``elapsed_s`` seconds; compilation included, so early
@@ -255,6 +268,11 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
         start = int(state["step"])
         if is_main:
             print(f"resumed from {ckpt} at step {start}")
+            differs = model_changes(ckpt, _unwrap(model))
+            if differs:
+                print(f"WARNING: the model asked for differs from the checkpoint's ({differs}); its weights fit, so "
+                      f"training continues with the new settings. A run folder holds one model: give a variant "
+                      f"its own out_dir", flush=True)
             changed = schedule_changes((state.get("extra") or {}).get("train_config"), cfg)
             if changed:
                 print(f"WARNING: resuming with a different schedule than the checkpoint's run ({changed}): the "
