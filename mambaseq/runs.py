@@ -30,12 +30,11 @@ import torch
 from torch import nn
 
 from mambaseq.config import MambaConfig
-from mambaseq.fileio import CorruptFileError
 from mambaseq.masked_lm import MambaForMaskedLM
 from mambaseq.model import CONFIG_NAME, MambaForSequenceClassification, MambaLMHeadModel, load_pretrained
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM
 from mambaseq.settings import ConfigError, check_settings, compose, group_choices, group_options
-from mambaseq.training import TrainConfig, latest_checkpoint, list_checkpoints
+from mambaseq.training import TrainConfig, resumable_checkpoint
 
 Config = dict[str, Any]
 
@@ -131,10 +130,7 @@ def run_dir(cfg: Config, *parts: str) -> Path:
 
 def require_checkpoint(run: Path, command: str) -> Path:
     """The run's latest complete checkpoint; FileNotFoundError saying which command makes one."""
-    ckpt = latest_checkpoint(run)
-    if ckpt is None and list_checkpoints(run):
-        raise CorruptFileError(f"{run}: every checkpoint is damaged ({', '.join(p.name for p in list_checkpoints(run))}"
-                               f"; the warnings above name the files); run `mambaseq {command} train` afresh")
+    ckpt = resumable_checkpoint(run)  # CorruptFileError when every checkpoint is damaged
     if ckpt is None:
         raise FileNotFoundError(f"{run}: no checkpoint yet; run `mambaseq {command} train` first")
     return ckpt

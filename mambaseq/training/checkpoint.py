@@ -131,6 +131,19 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return None
 
 
+def resumable_checkpoint(run_dir: str | Path) -> Path | None:
+    """``latest_checkpoint``, except that a run whose checkpoints are all damaged is an error, not a fresh start:
+    CorruptFileError naming the folder and the checkpoints (the warnings name the damaged files). None only when
+    there is no checkpoint at all."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None and list_checkpoints(run_dir):
+        names = ", ".join(p.name for p in list_checkpoints(run_dir))
+        raise CorruptFileError(f"{Path(run_dir) / 'checkpoints'}: none is complete: every checkpoint is damaged "
+                               f"({names}; the warnings above name the files); nothing was changed. Repair or "
+                               f"remove them, or train afresh (without --resume)")
+    return ckpt
+
+
 def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     scheduler: Any | None = None, restore_rng: bool = True) -> dict[str, Any]:
     """Load weights (+ optimizer/scheduler/RNG) in place; returns the state dict (``step``, ``extra``).

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import resource
@@ -33,9 +34,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from mambaseq.fileio import CorruptFileError
+from mambaseq.config import CONFIG_NAME
+from mambaseq.fileio import read_json
 
-from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, resumable_checkpoint, save_checkpoint
 from .logger import MetricsLogger
 from .optim import SeqLenSchedule, build_optimizer, build_scheduler
 
@@ -210,12 +212,10 @@ def model_changes(ckpt: Path, model: nn.Module) -> str:
     """'d_state 16 -> 8, ...' for the config fields in which ``model.cfg`` differs from the checkpoint's
     config.json; '' when they agree, or when either side has no config to compare."""
     cfg = getattr(model, "cfg", None)
-    path = Path(ckpt) / "config.json"
+    path = Path(ckpt) / CONFIG_NAME
     if cfg is None or not hasattr(cfg, "to_dict") or not path.is_file():
         return ""
-    import json
-
-    saved, now = json.loads(path.read_text()), json.loads(json.dumps(cfg.to_dict()))  # tuples as the file has them
+    saved, now = read_json(path), json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as the file has them
     return ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in now if k in saved and saved[k] != now[k])
 
 
@@ -257,12 +257,7 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas)
     sched = build_scheduler(opt, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
     start = 0
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if resume and ckpt is None and list_checkpoints(run_dir):  # all damaged: keep them, start nothing
-        raise CorruptFileError(f"{Path(run_dir) / 'checkpoints'}: --resume found checkpoints but none is complete "
-                               f"({', '.join(p.name for p in list_checkpoints(run_dir))}; the warnings above name "
-                               f"the damaged files); nothing was changed. Repair or remove them, or start afresh "
-                               f"without --resume")
+    ckpt = resumable_checkpoint(run_dir) if resume else None  # all damaged: an error, nothing deleted
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, opt, sched)
         start = int(state["step"])
