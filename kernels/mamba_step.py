@@ -54,6 +54,11 @@ def ssm_step_ref(state: Tensor, x: Tensor, x_dbl: Tensor, z: Tensor | None, dt_w
     else:
         B, C = bc.split(N, dim=-1)
         A = -torch.exp(A_log.to(ft))
+    if state.dtype in (torch.bfloat16, torch.float16):  # a half-precision state: fp32 math, rounded when stored
+        h = state.float()
+        out = selective_state_update_ref(h, x, dt, A, B, C, D.to(ft), z, dt_bias.to(ft), True)
+        state.copy_(h)
+        return out
     return selective_state_update_ref(state, x, dt, A, B, C, D.to(ft), z, dt_bias.to(ft), True)
 
 
@@ -62,7 +67,8 @@ def ssm_step(state: Tensor, x: Tensor, x_dbl: Tensor, z: Tensor | None, dt_weigh
     """One decoding step of a Mamba block's SSM (formulas in the module docstring); ``state`` in place.
 
     Args:
-        state: (batch, dim, N) float32, or complex64 when ``A_imag`` is given; contiguous.
+        state: (batch, dim, N) float32 (or bfloat16/float16: the update is computed in fp32 and rounded
+            when stored, as mamba-ssm's half-precision cache), or complex64 when ``A_imag`` is given; contiguous.
         x: (batch, dim) conv output (after SiLU).  z: (batch, dim) gate or None. Rows may be strided
             views (e.g. of in_proj's output).
         x_dbl: (batch, R + 2N) real or (batch, R + 4N) complex: x_proj's output; or (P, batch, ...) float32
@@ -77,8 +83,8 @@ def ssm_step(state: Tensor, x: Tensor, x_dbl: Tensor, z: Tensor | None, dt_weigh
     check(isinstance(state, Tensor) and state.dim() == 3, f"state must be (batch, dim, N); got {shape_of(state)}")
     b, d, N = state.shape
     cplx = A_imag is not None
-    check(state.dtype == (torch.complex64 if cplx else torch.float32),
-           f"state must be {'complex64' if cplx else 'float32'}; got {state.dtype}")
+    check(state.dtype in ((torch.complex64,) if cplx else (torch.float32, torch.bfloat16, torch.float16)),
+          f"state must be {'complex64' if cplx else 'float32, bfloat16 or float16'}; got {state.dtype}")
     R = dt_weight.shape[1] if dt_weight.dim() == 2 else -1
     check(tuple(dt_weight.shape) == (d, R), f"dt_weight must be (dim={d}, R); got {shape_of(dt_weight)}")
     for name, t in (("x", x), ("z", z)):

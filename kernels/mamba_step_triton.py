@@ -83,10 +83,10 @@ def _ssm_step_kernel(state_ptr, x_ptr, xdbl_ptr, z_ptr, dtw_ptr, dtb_ptr, alog_p
     else:  # x_dbl = [dt_low | B | C]
         bv = _xdbl(xd, R + n, nmask, P, sp, x_ptr, PARTIAL, BP)[None, :]
         cv = _xdbl(xd, R + N + n, nmask, P, sp, x_ptr, PARTIAL, BP)[None, :]
-        h = tl.load(state_ptr + st, mask=m2, other=0.0)
+        h = tl.load(state_ptr + st, mask=m2, other=0.0).to(tl.float32)  # an fp32 or half-precision state
         h, y = update_real(h, dt, dtx, ar, bv, cv)
         tl.debug_barrier()  # a tile smaller than the threads has replicas: all read the old state first
-        tl.store(state_ptr + st, h, mask=m2)
+        tl.store(state_ptr + st, h.to(state_ptr.dtype.element_ty), mask=m2)
     y += tl.load(D_ptr + dch, mask=dmask, other=0.0).to(tl.float32) * xv
     if HAS_Z:
         zz = tl.load(z_ptr + pb * sz + dch, mask=dmask, other=0.0).to(tl.float32)

@@ -39,6 +39,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from mambaseq.kernels.l2_prefetch import warm_up as warm_up_l2_prefetch
+
 EOS_CHECK_EVERY = 64  # tokens between host checks for "every sequence has emitted EOS"
 MAX_CACHED_GRAPHS = 4  # decoders (graphs + static caches) kept per model, oldest dropped first
 
@@ -126,6 +128,7 @@ class _Settings:
     top_p: float = 1.0
     min_p: float = 0.0
     eos_token_id: int | None = None
+    ssm_state_dtype: torch.dtype | None = None  # the decoder's cache (not a sampling setting)
 
     @property
     def greedy(self) -> bool:
@@ -183,7 +186,8 @@ class _Decoder:
     def __init__(self, model: torch.nn.Module, batch: int, st: _Settings, generator: torch.Generator | None,
                  device: torch.device, keep_scores: bool) -> None:
         self.model, self.st, self.generator, self.keep_scores = model, st, generator, keep_scores
-        self.cache = model.allocate_inference_cache(batch)
+        self.cache = (model.allocate_inference_cache(batch) if st.ssm_state_dtype is None
+                      else model.allocate_inference_cache(batch, ssm_state_dtype=st.ssm_state_dtype))
         self.ids = torch.zeros(batch, dtype=torch.long, device=device)
         self.loglik = torch.zeros(batch, device=device)
         self.slogp = torch.zeros(batch, device=device)
@@ -240,6 +244,7 @@ class _Decoder:
         it before decoding and hands the advanced state back after, so one graph serves any generator."""
         if not self.st.greedy:
             self.generator = torch.Generator(device=self.ids.device)
+        warm_up_l2_prefetch(self.ids.device)  # compiled before the capture (kernels/l2_prefetch.py)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -298,6 +303,7 @@ def generate(
     output_scores: bool = False,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    ssm_state_dtype: torch.dtype | None = None,
 ) -> Tensor | GenerateOutput:
     """Continue the prompts ``input_ids`` (batch, P) token by token.
 
@@ -318,6 +324,9 @@ def generate(
         output_scores: keep every step's logits (memory grows with the length; off by default).
         generator: the RNG to sample with (None: the device's default generator); reproducible from a seed.
         progress: show a progress bar.
+        ssm_state_dtype: the recurrent SSM state's dtype; None keeps it in float32 (complex64), the most
+            accurate; ``torch.bfloat16`` halves the state read and written each step, as mamba-ssm's cache of a
+            bf16 model (real SSMs; see ``Mamba.allocate_cache``). The step's math is fp32 either way.
     Returns:
         sequences (batch, P + n) int64, or ``GenerateOutput``.
     Raises:
@@ -340,7 +349,7 @@ def generate(
     if do_sample is not None:
         top_k = 1 if not do_sample else (0 if int(top_k) == 1 else top_k)
     st = _Settings(float(temperature), int(top_k), 1.0 if top_p == 0.0 else float(top_p), float(min_p),
-                   None if eos_token_id is None else int(eos_token_id))
+                   None if eos_token_id is None else int(eos_token_id), ssm_state_dtype)
     _check_settings(st.temperature, st.top_k, st.top_p, st.min_p)
     device = next(model.parameters()).device
     if cg and device.type != "cuda":

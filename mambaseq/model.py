@@ -56,8 +56,9 @@ class MambaLMHeadModel(nn.Module, PretrainedMixin, GenerationMixin):
         """input_ids (batch,) -> logits (batch, vocab_size)."""
         return self.lm_head(self.backbone.step(input_ids, cache))[..., : self.cfg.vocab_size]
 
-    def allocate_inference_cache(self, batch_size: int, device=None, dtype=None) -> list[MambaCache]:
-        return self.backbone.allocate_inference_cache(batch_size, device, dtype)
+    def allocate_inference_cache(self, batch_size: int, device=None, dtype=None,
+                                 ssm_state_dtype=None) -> list[MambaCache]:
+        return self.backbone.allocate_inference_cache(batch_size, device, dtype, ssm_state_dtype)
 
 
 class PooledBatchNorm(nn.BatchNorm1d):

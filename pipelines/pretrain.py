@@ -246,8 +246,8 @@ class ACGTOnly(torch.nn.Module):
     def step(self, ids: torch.Tensor, cache) -> torch.Tensor:
         return self._mask(self.lm.step(ids, cache))
 
-    def allocate_inference_cache(self, batch_size: int, device=None, dtype=None):
-        return self.lm.allocate_inference_cache(batch_size, device, dtype)
+    def allocate_inference_cache(self, batch_size: int, device=None, dtype=None, **kwargs):
+        return self.lm.allocate_inference_cache(batch_size, device, dtype, **kwargs)
 
 
 def generate(cfg: Config, size: str, seq_len: int, store: TokenStore | None = None) -> dict[str, Any]:

@@ -288,3 +288,75 @@ def test_gpu_graph_eos_and_scores_match_eager(request):
     eager, graph = m.generate(prompt, **kw), m.generate(prompt, cg=True, **kw)
     assert torch.equal(eager.sequences, graph.sequences) and torch.equal(eager.lengths, graph.lengths)
     torch.testing.assert_close(torch.stack(graph.scores), torch.stack(eager.scores), **CLOSE["fp32_logits"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("batch", [1, 5])
+def test_gpu_l2_prefetch_changes_no_value(batch, request, monkeypatch):
+    """The L2 prefetch branch of the decode graph (kernels/l2_prefetch.py, sm_90+) is a cache hint: decoding
+    with it gives bit-identical tokens and scores to decoding without it."""
+    from mambaseq.kernels.l2_prefetch import l2_prefetch_enabled
+
+    seed = _seed(request)
+    if not l2_prefetch_enabled(torch.device("cuda")):
+        pytest.skip("L2 prefetch needs compute capability >= 9.0")
+    m = _model("real", seed).cuda().to(torch.bfloat16)
+    prompt = _prompt(seed, batch, 7, device="cuda")
+    kw = dict(max_new_tokens=40, top_k=1, cg=True, return_dict_in_generate=True, output_scores=True)
+    with_pf = m.generate(prompt, **kw)
+    from mambaseq.kernels.l2_prefetch import l2_prefetch_ready
+
+    assert l2_prefetch_ready(torch.device("cuda")), "the prefetch kernel did not compile and run"
+    m.__dict__.pop("_generation_graphs")
+    monkeypatch.setenv("MAMBASEQ_L2_PREFETCH", "0")
+    without = m.generate(prompt, **kw)
+    assert torch.equal(with_pf.sequences, without.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(with_pf.scores, without.scores))
+
+
+def test_step_prefetch_tensors_follow_the_step(request):
+    """What the decode step prefetches while layer i starts: layer i's states and its weights after in_proj,
+    in order of use, then the next layer's norm and in_proj (after the last layer: the final norm and layer
+    0's in_proj, for the next token); ranges are whole tensors in 16-byte multiples, at most 8."""
+    from mambaseq.kernels.l2_prefetch import MAX_TENSORS, prefetch_ranges
+
+    m = _model("real", _seed(request))
+    bb = m.backbone
+    cache = bb.allocate_inference_cache(3)
+    last = len(bb.layers) - 1
+    for i in (0, last):
+        got = bb.step_prefetch_tensors(i, cache)
+        mx, nxt = bb.layers[i].mixer, bb.layers[(i + 1) % len(bb.layers)]
+        want = [cache[i].conv_state, mx.x_proj.weight, mx.dt_proj.weight, mx.A_log, cache[i].ssm_state,
+                mx.out_proj.weight, (bb.norm_f if i == last else nxt.norm).weight, nxt.mixer.in_proj.weight]
+        assert len(got) == len(want) and all(a is b for a, b in zip(got, want)), f"layer {i}"
+        ranges = prefetch_ranges(got)
+        assert len(ranges) <= MAX_TENSORS
+        for (view, n), t in zip(ranges, got):
+            assert view.data_ptr() == t.data_ptr() and n == t.numel() * t.element_size() // 16 * 16
+    odd = torch.zeros(5, dtype=torch.uint8)  # 5 bytes: nothing to prefetch in 16-byte units
+    assert prefetch_ranges([None, odd, torch.zeros(4, 8)[:, ::2]]) == []  # None, too short, non-contiguous
+    assert len(prefetch_ranges([torch.zeros(64)] * 10)) == MAX_TENSORS
+
+
+def test_half_precision_ssm_state_decodes_close_to_fp32(request):
+    """``generate(ssm_state_dtype=torch.bfloat16)`` keeps the recurrent state in bf16 (as mamba-ssm's cache of
+    a bf16 model): the cache holds bf16 states, the step's math stays fp32, and the log-likelihood of the
+    fp32-state decode's own tokens moves by rounding only; a dtype the kernels cannot keep a state in is
+    refused naming the argument."""
+    seed = _seed(request)
+    m = _model("real", seed)
+    prompt = _prompt(seed, 2, 5)
+    ref = m.generate(prompt, max_new_tokens=24, return_dict_in_generate=True)
+    half = m.generate(prompt, max_new_tokens=24, return_dict_in_generate=True, ssm_state_dtype=torch.bfloat16)
+    cache = m.allocate_inference_cache(2, ssm_state_dtype=torch.bfloat16)
+    assert all(c.ssm_state.dtype == torch.bfloat16 and c.conv_state.dtype == torch.float32 for c in cache)
+    agree = float((ref.sequences == half.sequences).float().mean())
+    assert agree >= 0.9, f"bf16-state greedy decode agrees with the fp32-state one on only {agree:.2f} of tokens"
+    # teacher-forced through the step with a bf16 state: the same tokens score within rounding
+    assert_teacher_forced(m, half.sequences, 5, LOGIT_GAP["bf16"])
+    with pytest.raises(ValueError, match="ssm_state_dtype"):
+        m.allocate_inference_cache(2, ssm_state_dtype=torch.int8)
+    with pytest.raises(ValueError, match="ssm_state_dtype"):
+        _model("complex", seed).generate(prompt, max_new_tokens=2, ssm_state_dtype=torch.bfloat16)

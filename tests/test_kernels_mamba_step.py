@@ -89,6 +89,12 @@ def case_errors(c: StepCase, device: str) -> dict[str, float]:
     o_ref = ssm_step_ref(s_ref, x, x_dbl, z, dt_w, dt_b, A_log, D, A_imag)
     o_tri = ssm_step(s_tri, x, x_dbl, z, dt_w, dt_b, A_log, D, A_imag, backend="triton")
     errors = {"out": rel_rms(o_ref, o_tri), "state": rel_rms(s_ref, s_tri)}
+    if not c.cplx and c.dtype != "fp32":  # a state kept in the model's half precision (mamba-ssm's cache)
+        h_ref, h_tri = h0.to(DTYPES[c.dtype]), h0.to(DTYPES[c.dtype])
+        o_ref_h = ssm_step_ref(h_ref, x, x_dbl, z, dt_w, dt_b, A_log, D, A_imag)
+        o_tri_h = ssm_step(h_tri, x, x_dbl, z, dt_w, dt_b, A_log, D, A_imag, backend="triton")
+        assert h_tri.dtype == DTYPES[c.dtype]
+        errors.update(out_half_state=rel_rms(o_ref_h, o_tri_h), half_state=rel_rms(h_ref.float(), h_tri.float()))
     errors.update(conv_x_proj_errors(c, device, x, z, h0, dt_w, dt_b, A_log, D, A_imag))
     # add + RMSNorm, with and without a residual, strided input rows
     gen = torch.Generator().manual_seed(zlib.crc32(c.id.encode()) + 1)

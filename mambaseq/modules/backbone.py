@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mambaseq.config import MambaConfig
 from mambaseq.kernels import add_rms_norm, add_rms_norm_linear
+from mambaseq.kernels.l2_prefetch import l2_prefetch_enabled, prefetch_l2, side_stream
 
 from . import rc
 from .block import ResidualBlock, norm_layer
@@ -94,8 +95,14 @@ class MambaBackbone(nn.Module):
             raise NotImplementedError("step() of a kmer_size > 1 backbone needs the last k - 1 tokens; decode with "
                                       "a kmer_size=1 model")
         h, res = self.embedding(input_ids.long()), None
-        for layer, c in zip(self.layers, cache):
+        # While a CUDA graph is captured on sm_90+: a side branch per layer that prefetches into L2 what the
+        # layer reads after its in_proj and the next layer's norm + in_proj (kernels/l2_prefetch.py)
+        pf = (side_stream(h.device) if h.is_cuda and torch.cuda.is_current_stream_capturing()
+              and l2_prefetch_enabled(h.device) else None)
+        for i, (layer, c) in enumerate(zip(self.layers, cache)):
             mixer = layer.mixer
+            if pf is not None:
+                prefetch_l2(self.step_prefetch_tensors(i, cache), pf)
             if isinstance(layer.norm, nn.RMSNorm) and isinstance(mixer, Mamba):  # norm + in_proj: one op
                 xz, res = add_rms_norm_linear(h, res, layer.norm.weight, layer.norm.eps, mixer.in_proj.weight,
                                               mixer.in_proj.bias, backend=self.cfg.backend)
@@ -103,7 +110,23 @@ class MambaBackbone(nn.Module):
             else:
                 normed, res = self._add_norm(h, res, layer.norm)
                 h = mixer.step(normed, c)
+        if pf is not None:
+            torch.cuda.current_stream().wait_stream(pf)  # join the side branch before the capture ends
         return self._add_norm(h, res, self.norm_f)[0]
+
+    def step_prefetch_tensors(self, i: int, cache: list[MambaCache]) -> list[Tensor | None]:
+        """What layer ``i``'s decoding step reads after its in_proj, in order of use, then the next layer's
+        norm and in_proj weights (after the last layer: the final norm and layer 0's, for the next token):
+        the tensors ``step`` prefetches into L2 while layer ``i`` starts."""
+        out: list[Tensor | None] = []
+        mixer, c = self.layers[i].mixer, cache[i]
+        if isinstance(mixer, Mamba):
+            out += [c.conv_state, mixer.x_proj.weight, mixer.dt_proj.weight, mixer.A_log, c.ssm_state,
+                    mixer.out_proj.weight]
+        nxt = self.layers[i + 1] if i + 1 < len(self.layers) else self.layers[0]
+        out += [getattr(self.norm_f if i + 1 == len(self.layers) else nxt.norm, "weight", None),
+                getattr(getattr(nxt.mixer, "in_proj", None), "weight", None)]
+        return out
 
     def _add_norm(self, x: Tensor, residual: Tensor | None, norm: nn.Module) -> tuple[Tensor, Tensor]:
         if isinstance(norm, nn.RMSNorm):
@@ -111,10 +134,13 @@ class MambaBackbone(nn.Module):
         res = x if residual is None else residual + x
         return norm(res), res
 
-    def allocate_inference_cache(self, batch_size: int, device=None, dtype=None) -> list[MambaCache]:
+    def allocate_inference_cache(self, batch_size: int, device=None, dtype=None,
+                                 ssm_state_dtype=None) -> list[MambaCache]:
+        """One ``MambaCache`` per layer (see ``Mamba.allocate_cache`` for ``ssm_state_dtype``)."""
         if self.cfg.rc_equivariant:
             raise ValueError("an rc_equivariant backbone reads both strands whole: it cannot decode token by token")
-        return [layer.allocate_cache(batch_size, device, dtype) for layer in self.layers]
+        return [layer.allocate_cache(batch_size, device, dtype, ssm_state_dtype=ssm_state_dtype)
+                for layer in self.layers]
 
 
 def add_lm_head(model: nn.Module, cfg: MambaConfig) -> None:

@@ -49,5 +49,5 @@ class BiMamba(nn.Module):
     def step(self, hidden_states: Tensor, cache: MambaCache) -> Tensor:
         raise ValueError("BiMamba is not causal: it cannot decode one token at a time")
 
-    def allocate_cache(self, batch_size: int, device=None, dtype=None) -> MambaCache:
+    def allocate_cache(self, batch_size: int, device=None, dtype=None, **kwargs) -> MambaCache:
         raise ValueError("BiMamba is not causal: it has no recurrent inference cache")

@@ -43,5 +43,5 @@ class ResidualBlock(nn.Module):
         """x (batch, d_model) -> (batch, d_model)."""
         return x + self.mixer.step(self.norm(x), cache)
 
-    def allocate_cache(self, batch_size: int, device=None, dtype=None) -> MambaCache:
-        return self.mixer.allocate_cache(batch_size, device, dtype)
+    def allocate_cache(self, batch_size: int, device=None, dtype=None, **kwargs) -> MambaCache:
+        return self.mixer.allocate_cache(batch_size, device, dtype, **kwargs)

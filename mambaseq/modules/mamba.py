@@ -18,16 +18,34 @@ from mambaseq.kernels import (causal_conv1d, conv_x_proj_step, mamba_inner, reso
                               ssm_step)
 
 
+def check_ssm_state_dtype(ssm_state_dtype, complex_ssm: bool) -> torch.dtype:
+    """The recurrent SSM state's dtype for ``ssm_state_dtype`` (None: float32, complex64 if complex); raises
+    ValueError naming the argument for a dtype the decoding kernels do not keep a state in."""
+    if ssm_state_dtype is None:
+        return torch.complex64 if complex_ssm else torch.float32
+    allowed = (torch.complex64,) if complex_ssm else (torch.float32, torch.bfloat16, torch.float16)
+    if ssm_state_dtype not in allowed:
+        raise ValueError(f"ssm_state_dtype must be one of {[str(d).removeprefix('torch.') for d in allowed]} for a "
+                         f"{'complex' if complex_ssm else 'real'} SSM (or None); got {ssm_state_dtype!r}")
+    return ssm_state_dtype
+
+
 @dataclass
 class MambaCache:
     """Recurrent state of one Mamba block: O(1) in sequence length.
 
     conv_state: (batch, d_inner, d_conv) last conv inputs, oldest first;
-    ssm_state:  (batch, d_inner, d_state) fp32 (complex64 for complex SSMs).
+    ssm_state:  (batch, d_inner, d_state) fp32 (complex64 for complex SSMs), or bf16/fp16 when allocated
+                with ``ssm_state_dtype`` (real SSMs: mamba-ssm keeps it in the model's dtype).
     """
 
     conv_state: Tensor
     ssm_state: Tensor
+
+
+def _fp32_state(state: Tensor) -> Tensor:
+    """A bf16/fp16 cached state as fp32 for the scan (which carries its state in fp32); others as they are."""
+    return state.float() if state.dtype in (torch.bfloat16, torch.float16) else state
 
 
 class Mamba(nn.Module):
@@ -124,10 +142,15 @@ class Mamba(nn.Module):
         B, C = bc.split(N, dim=-1)
         return dt, B, C
 
-    def allocate_cache(self, batch_size: int, device=None, dtype=None) -> MambaCache:
+    def allocate_cache(self, batch_size: int, device=None, dtype=None, ssm_state_dtype=None) -> MambaCache:
+        """Zero recurrent state for ``batch_size`` sequences. conv_state in ``dtype`` (default: the weights');
+        ssm_state in ``ssm_state_dtype``: None means float32 (complex64 for a complex SSM), the most accurate;
+        a real SSM also takes torch.bfloat16 or torch.float16 (half the state traffic a decoding step; what
+        mamba-ssm's cache does for a bf16 model; the update is computed in fp32 and rounded when stored).
+        Raises ValueError for another ``ssm_state_dtype``."""
         device = device or self.in_proj.weight.device
         dtype = dtype or self.in_proj.weight.dtype
-        sdt = torch.complex64 if self.complex else torch.float32
+        sdt = check_ssm_state_dtype(ssm_state_dtype, self.complex)
         return MambaCache(
             conv_state=torch.zeros(batch_size, self.d_inner, self.d_conv, device=device, dtype=dtype),
             ssm_state=torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=sdt),
@@ -179,7 +202,7 @@ class Mamba(nn.Module):
             delta_bias=self.dt_proj.bias.float(),
             delta_softplus=True,
             return_last_state=cache is not None,
-            initial_state=None if cache is None else cache.ssm_state,
+            initial_state=None if cache is None else _fp32_state(cache.ssm_state),
             backend=self.backend,
         )
         if cache is not None:
