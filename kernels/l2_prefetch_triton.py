@@ -20,23 +20,16 @@ def _prefetch_range(p, nbytes, lane, CHUNK: tl.constexpr, LANES: tl.constexpr):
 
 @triton.jit
 def _l2_prefetch_kernel(p0, n0, p1, n1, p2, n2, p3, n3, p4, n4, p5, n5, p6, n6, p7, n7,
-                        NR: tl.constexpr, CHUNK: tl.constexpr, LANES: tl.constexpr):
-    lane = tl.arange(0, LANES)
+                        CHUNK: tl.constexpr, LANES: tl.constexpr):
+    lane = tl.arange(0, LANES)  # empty slots have 0 bytes: their loops run no trip
     _prefetch_range(p0, n0, lane, CHUNK, LANES)
-    if NR > 1:  # NR is 8 from launch_prefetch (empty slots have 0 bytes); kept for a smaller build
-        _prefetch_range(p1, n1, lane, CHUNK, LANES)
-    if NR > 2:
-        _prefetch_range(p2, n2, lane, CHUNK, LANES)
-    if NR > 3:
-        _prefetch_range(p3, n3, lane, CHUNK, LANES)
-    if NR > 4:
-        _prefetch_range(p4, n4, lane, CHUNK, LANES)
-    if NR > 5:
-        _prefetch_range(p5, n5, lane, CHUNK, LANES)
-    if NR > 6:
-        _prefetch_range(p6, n6, lane, CHUNK, LANES)
-    if NR > 7:
-        _prefetch_range(p7, n7, lane, CHUNK, LANES)
+    _prefetch_range(p1, n1, lane, CHUNK, LANES)
+    _prefetch_range(p2, n2, lane, CHUNK, LANES)
+    _prefetch_range(p3, n3, lane, CHUNK, LANES)
+    _prefetch_range(p4, n4, lane, CHUNK, LANES)
+    _prefetch_range(p5, n5, lane, CHUNK, LANES)
+    _prefetch_range(p6, n6, lane, CHUNK, LANES)
+    _prefetch_range(p7, n7, lane, CHUNK, LANES)
 
 
 def launch_prefetch(ranges: list[tuple[Tensor, int]], chunk: int, lanes: int) -> None:
@@ -46,4 +39,4 @@ def launch_prefetch(ranges: list[tuple[Tensor, int]], chunk: int, lanes: int) ->
     for i in range(8):  # unused slots repeat the last range with 0 bytes: one compiled kernel for any count
         t, n = ranges[min(i, nr - 1)]
         args += [t, n if i < nr else 0]
-    _l2_prefetch_kernel[(1,)](*args, NR=8, CHUNK=chunk, LANES=lanes, num_warps=max(1, lanes // 32))
+    _l2_prefetch_kernel[(1,)](*args, CHUNK=chunk, LANES=lanes, num_warps=max(1, lanes // 32))
