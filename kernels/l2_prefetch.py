@@ -3,7 +3,7 @@
 A decoding step at small batch is latency bound: each GEMM/GEMV of a layer waits for its weights to stream from
 HBM (in_proj's 4.7 MB takes ~5 us on an H100 whatever the tile, ``bench/notes_generate.md`` design 4), and
 the SSM step waits for its state. None of those bytes depend on the previous kernel's output, so they can be
-requested early. ``prefetch_l2(tensors, stream)`` launches ONE small kernel on a side stream that issues
+requested early. ``prefetch_l2(tensors, stream)`` launches one small kernel (PROGRAMS programs) on a side stream that issues
 ``cp.async.bulk.prefetch.L2.global`` (PTX ISA 8.0, sm_90+: a non-blocking hint that brings a byte range into
 L2) for each tensor; the decoder forks it at the start of layer i for the tensors layer i reads after its
 in_proj (conv and SSM states, x_proj, dt_proj, A_log, out_proj) and layer i+1's norm and in_proj, so the side
@@ -28,8 +28,9 @@ from .backend import triton_available
 log = logging.getLogger("mambaseq.kernels")
 
 MAX_TENSORS = 8  # tensors per launch (kernel arguments p0..p7)
-CHUNK_BYTES = 1 << 16  # bytes per prefetch instruction (a multiple of 16)
-LANES = 128  # threads of the one program; each issues one chunk per loop trip
+CHUNK_BYTES = 1 << 14  # bytes per prefetch instruction (a multiple of 16)
+LANES = 128  # threads of a program; each issues one chunk per loop trip
+PROGRAMS = int(os.environ.get("MAMBASEQ_L2_PREFETCH_PROGRAMS", "32"))  # programs (SMs) sharing the requests
 
 
 def l2_prefetch_enabled(device: torch.device) -> bool:
@@ -90,7 +91,7 @@ def prefetch_l2(tensors: list[Tensor | None], stream: torch.cuda.Stream) -> None
 
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        launch_prefetch(ranges, CHUNK_BYTES, LANES)
+        launch_prefetch(ranges, CHUNK_BYTES, LANES, PROGRAMS)
 
 
 _warm: set[int] = set()
@@ -105,7 +106,7 @@ def warm_up(device: torch.device) -> None:
 
     t = torch.zeros(16, dtype=torch.uint8, device=device)
     try:
-        launch_prefetch([(t, 16)], CHUNK_BYTES, LANES)
+        launch_prefetch([(t, 16)], CHUNK_BYTES, LANES, PROGRAMS)
         torch.cuda.synchronize(t.device)
     except Exception as e:  # e.g. a Triton or driver without the PTX instruction: decode without the hint
         if t.device.index not in _failed:
