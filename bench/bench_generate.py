@@ -3,7 +3,7 @@
 before (the old eager sampling loop) and after (``generate(cg=True)``). Prints a table, writes JSON under
 bench/results/.
 
-    python bench/bench_generate.py [--peer /tmp/peer] [--quick] [--out PATH]
+    python bench/bench_generate.py [--peer /tmp/peer] [--quick] [--no-audio] [--out PATH]
 
 LM: the 90.5M model of issue 13 (d_model 768 x 24 layers, vocab 16), the same random weights in both
 (state-dict names agree), bf16 weights, prompt 128 + 1,024 new tokens, greedy, batch 1 and 64; tok/s =
@@ -273,6 +273,7 @@ def main() -> None:
                     help="folder holding the built peer (mamba_ssm/, selective_scan_cuda*.so)")
     ap.add_argument("--quick", action="store_true", help="tiny models and lengths (runs on CPU)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-audio", action="store_true", help="time the LM only (skip the SaShiMi real-time factor)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/generate_<device>_<time>.json)")
     a = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -283,7 +284,7 @@ def main() -> None:
     peer, note = (load_peer(a.peer) if device.type == "cuda" else (None, "not timed on CPU"))
     print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; peer: {note}", flush=True)
     lm = bench_lm(sz, device, peer, a.repeats)
-    audio = bench_audio(sz, device, a.repeats)
+    audio = [] if a.no_audio else bench_audio(sz, device, a.repeats)
     print(table(lm, audio, note))
     dev = torch.cuda.get_device_name().replace(" ", "_") if device.type == "cuda" else "cpu"
     out = Path(a.out or ROOT / "bench" / "results" / f"generate_{dev}{'_quick' if a.quick else ''}_"
