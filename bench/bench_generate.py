@@ -8,8 +8,8 @@ bench/results/.
 LM: the 90.5M model of issue 13 (d_model 768 x 24 layers, vocab 16), the same random weights in both
 (state-dict names agree), bf16 weights, prompt 128 + 1,024 new tokens, greedy, batch 1 and 64; tok/s =
 batch x new tokens / wall time of one whole call (prefill included), median of --repeats calls after one
-warm-up call (which captures the graphs). On a GPU two more columns of ours, same run: "no L2 pref." without the
-decode graph's L2-prefetch branch (sm_90+, kernels/l2_prefetch.py) and "bf16 state" with the recurrent state in
+warm-up call (which captures the graphs). On a GPU two more columns of ours, same run: "L2 prefetch" with the
+decode graph's L2-prefetch branch (sm_90+, kernels/l2_prefetch.py, off by default: MAMBASEQ_L2_PREFETCH=1) and "bf16 state" with the recurrent state in
 bf16 (``ssm_state_dtype``, as the peer's cache of a bf16 model; ours defaults to fp32). "before" is the pre-issue-13 path (eager Python loop, unfused
 per-layer step, torch.multinomial), timed over fewer tokens. Audio: SaShiMi of configs/experiment/sc09_gpu.yaml
 (d_model 64, 4 blocks per scale, pool 4 x 4, complex, fp32 as trained), unconditional sampling at temperature
@@ -39,7 +39,7 @@ from mambaseq.config import MambaConfig  # noqa: E402
 from mambaseq.fileio import write_json  # noqa: E402
 from mambaseq.generation import filter_logits, generate  # noqa: E402
 from mambaseq.kernels import causal_conv1d_update, selective_state_update  # noqa: E402
-from mambaseq.kernels.l2_prefetch import l2_prefetch_enabled  # noqa: E402
+from mambaseq.kernels.l2_prefetch import l2_prefetch_supported  # noqa: E402
 from mambaseq.model import MambaBackbone, MambaLMHeadModel  # noqa: E402
 from mambaseq.modules.mamba import Mamba  # noqa: E402
 from mambaseq.sashimi import SaShiMiConfig, SaShiMiLM  # noqa: E402
@@ -195,15 +195,19 @@ def bench_lm(sz: dict, device: torch.device, peer, repeats: int) -> list[dict]:
                "dtype": str(dtype).removeprefix("torch."), "mode": "cg" if cg else "eager (CPU)"}
         t, seqs = timed(lambda: generate(ours, prompt, max_new_tokens=n, top_k=1, cg=cg), device, repeats)
         row["ours_tok_s"] = b * n / t
-        if cg and l2_prefetch_enabled(device):  # the same decoder without its L2 prefetch branch
+        if cg and l2_prefetch_supported(device):  # the same decoder with its L2-prefetch branch (off by default)
             ours.__dict__.pop("_generation_graphs", None)
-            os.environ["MAMBASEQ_L2_PREFETCH"] = "0"
+            saved = os.environ.get("MAMBASEQ_L2_PREFETCH")
+            os.environ["MAMBASEQ_L2_PREFETCH"] = "1"
             try:
-                t0, _ = timed(lambda: generate(ours, prompt, max_new_tokens=n, top_k=1, cg=cg), device, repeats)
+                t1, _ = timed(lambda: generate(ours, prompt, max_new_tokens=n, top_k=1, cg=cg), device, repeats)
             finally:
-                del os.environ["MAMBASEQ_L2_PREFETCH"]
+                if saved is None:
+                    del os.environ["MAMBASEQ_L2_PREFETCH"]
+                else:
+                    os.environ["MAMBASEQ_L2_PREFETCH"] = saved
                 ours.__dict__.pop("_generation_graphs", None)
-            row["ours_no_l2_prefetch_tok_s"] = b * n / t0
+            row["ours_l2_prefetch_tok_s"] = b * n / t1
         if cg:  # the recurrent state in bf16, as the peer's cache of a bf16 model (fp32 is our default)
             tb16, s16 = timed(lambda: generate(ours, prompt, max_new_tokens=n, top_k=1, cg=cg,
                                                ssm_state_dtype=torch.bfloat16), device, repeats)
@@ -251,14 +255,14 @@ def bench_audio(sz: dict, device: torch.device, repeats: int) -> list[dict]:
 def table(lm: list[dict], audio: list[dict], peer_note: str) -> str:
     f = (lambda v: "-" if v is None else f"{v:,.0f}")
     lines = [f"peer: {peer_note}", "",
-             f"{'LM':<12}{'batch':>6}{'ours tok/s':>13}{'no L2 pref.':>12}{'bf16 state':>12}{'peer tok/s':>13}"
+             f"{'LM':<12}{'batch':>6}{'ours tok/s':>13}{'L2 prefetch':>12}{'bf16 state':>12}{'peer tok/s':>13}"
              f"{'ours/peer':>10}{'before tok/s':>14}{'agree peer':>11}"]
     for r in lm:
-        lines.append(f"{r['model']:<12}{r['batch']:>6}{f(r['ours_tok_s']):>13}{f(r.get('ours_no_l2_prefetch_tok_s')):>12}"
+        lines.append(f"{r['model']:<12}{r['batch']:>6}{f(r['ours_tok_s']):>13}{f(r.get('ours_l2_prefetch_tok_s')):>12}"
                      f"{f(r.get('ours_bf16_state_tok_s')):>12}{f(r.get('peer_tok_s')):>13}"
                      f"{r['speedup_vs_peer'] if 'speedup_vs_peer' in r else float('nan'):>10.2f}"
                      f"{f(r['before_tok_s']):>14}{r.get('token_agreement_with_peer', float('nan')):>11.2f}")
-    lines += ["", f"{'audio':<14}{'batch':>6}{'RTF after':>11}{'RTF before':>12}{'x batch after':>15}"
+    lines += [] if not audio else ["", f"{'audio':<14}{'batch':>6}{'RTF after':>11}{'RTF before':>12}{'x batch after':>15}"
                   f"{'x batch before':>16}{'speedup':>9}"]
     for r in audio:
         lines.append(f"{r['model']:<14}{r['batch']:>6}{r['rtf_after_per_stream']:>11.3f}"

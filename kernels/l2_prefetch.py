@@ -11,7 +11,9 @@ branch of the step's CUDA graph runs beside layer i and the main branch then rea
 
 A prefetch changes no value (it is a cache hint), so there is no oracle: the GPU tests check that decoding
 with it gives bit-identical logits to decoding without it. ``l2_prefetch_enabled`` says when it is used:
-CUDA device of compute capability >= 9.0, Triton available, ``MAMBASEQ_L2_PREFETCH`` not ``0``.
+``MAMBASEQ_L2_PREFETCH=1`` on a CUDA device of compute capability >= 9.0 with Triton. It is OFF by default:
+its first form (one program per layer) halved decoding speed on an H100, and the present form (the requests
+spread over ``PROGRAMS`` programs) has not been timed yet (bench/notes_generate.md, design 6).
 """
 
 from __future__ import annotations
@@ -33,12 +35,17 @@ LANES = 128  # threads of a program; each issues one chunk per loop trip
 PROGRAMS = int(os.environ.get("MAMBASEQ_L2_PREFETCH_PROGRAMS", "32"))  # programs (SMs) sharing the requests
 
 
-def l2_prefetch_enabled(device: torch.device) -> bool:
-    """True on a CUDA device with compute capability >= 9.0 when Triton imports and the environment variable
-    ``MAMBASEQ_L2_PREFETCH`` is not ``0`` (set it to ``0`` to measure decoding without the prefetch)."""
-    if device.type != "cuda" or os.environ.get("MAMBASEQ_L2_PREFETCH", "1") == "0" or not triton_available():
+def l2_prefetch_supported(device: torch.device) -> bool:
+    """True on a CUDA device of compute capability >= 9.0 (``cp.async.bulk.prefetch``) when Triton imports."""
+    if device.type != "cuda" or not triton_available():
         return False
     return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= (9, 0)
+
+
+def l2_prefetch_enabled(device: torch.device) -> bool:
+    """True where ``l2_prefetch_supported`` and the environment variable ``MAMBASEQ_L2_PREFETCH`` is ``1``
+    (off by default until it is measured to pay; ``bench/bench_generate.py`` times decoding with and without)."""
+    return os.environ.get("MAMBASEQ_L2_PREFETCH", "0") == "1" and l2_prefetch_supported(device)
 
 
 @functools.lru_cache(maxsize=None)

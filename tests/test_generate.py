@@ -296,14 +296,15 @@ def test_gpu_graph_eos_and_scores_match_eager(request):
 def test_gpu_l2_prefetch_changes_no_value(batch, request, monkeypatch):
     """The L2 prefetch branch of the decode graph (kernels/l2_prefetch.py, sm_90+) is a cache hint: decoding
     with it gives bit-identical tokens and scores to decoding without it."""
-    from mambaseq.kernels.l2_prefetch import l2_prefetch_enabled
+    from mambaseq.kernels.l2_prefetch import l2_prefetch_supported
 
     seed = _seed(request)
-    if not l2_prefetch_enabled(torch.device("cuda")):
+    if not l2_prefetch_supported(torch.device("cuda")):
         pytest.skip("L2 prefetch needs compute capability >= 9.0")
     m = _model("real", seed).cuda().to(torch.bfloat16)
     prompt = _prompt(seed, batch, 7, device="cuda")
     kw = dict(max_new_tokens=40, top_k=1, cg=True, return_dict_in_generate=True, output_scores=True)
+    monkeypatch.setenv("MAMBASEQ_L2_PREFETCH", "1")
     with_pf = m.generate(prompt, **kw)
     from mambaseq.kernels.l2_prefetch import l2_prefetch_ready
 
