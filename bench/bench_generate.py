@@ -208,17 +208,18 @@ def bench_lm(sz: dict, device: torch.device, peer, repeats: int) -> list[dict]:
                     os.environ["MAMBASEQ_L2_PREFETCH"] = saved
                 ours.__dict__.pop("_generation_graphs", None)
             row["ours_l2_prefetch_tok_s"] = b * n / t1
-        if cg:  # the recurrent state in bf16, as the peer's cache of a bf16 model (fp32 is our default)
-            tb16, s16 = timed(lambda: generate(ours, prompt, max_new_tokens=n, top_k=1, cg=cg,
-                                               ssm_state_dtype=torch.bfloat16), device, repeats)
-            ours.__dict__.pop("_generation_graphs", None)
-            row["ours_bf16_state_tok_s"] = b * n / tb16
-            row["bf16_state_agree_fp32_state"] = float((s16[:, sz["prompt"]:] == seqs[:, sz["prompt"]:]).float().mean())
+        # the recurrent state in bf16, as the peer's cache of a bf16 model (fp32 is our default)
+        tb16, s16 = timed(lambda: generate(ours, prompt, max_new_tokens=n, top_k=1, cg=cg,
+                                           ssm_state_dtype=torch.bfloat16), device, repeats)
+        ours.__dict__.pop("_generation_graphs", None)
+        row["ours_bf16_state_tok_s"] = b * n / tb16
+        row["bf16_state_agree_fp32_state"] = float((s16[:, sz["prompt"]:] == seqs[:, sz["prompt"]:]).float().mean())
         nb = sz["before_new"]
         tb, _ = timed(lambda: legacy_sample(ours, prompt, nb, 1, None), device, 1)
         row["before_tok_s"] = b * nb / tb
-        eager = generate(ours, prompt, max_new_tokens=min(n, 64), top_k=1)
-        row["ours_cg_vs_eager_agree_first64"] = float((eager == seqs[:, : eager.shape[1]]).float().mean())
+        if cg:
+            eager = generate(ours, prompt, max_new_tokens=min(n, 64), top_k=1)
+            row["ours_cg_vs_eager_agree_first64"] = float((eager == seqs[:, : eager.shape[1]]).float().mean())
         if other is not None:
             tp, ps = timed(lambda: other.generate(prompt, max_length=sz["prompt"] + n, top_k=1, cg=True), device,
                            repeats)
@@ -254,14 +255,14 @@ def bench_audio(sz: dict, device: torch.device, repeats: int) -> list[dict]:
 
 def table(lm: list[dict], audio: list[dict], peer_note: str) -> str:
     f = (lambda v: "-" if v is None else f"{v:,.0f}")
+    g = (lambda v: "-" if v is None else f"{v:.2f}")
     lines = [f"peer: {peer_note}", "",
              f"{'LM':<12}{'batch':>6}{'ours tok/s':>13}{'L2 prefetch':>12}{'bf16 state':>12}{'peer tok/s':>13}"
              f"{'ours/peer':>10}{'before tok/s':>14}{'agree peer':>11}"]
     for r in lm:
         lines.append(f"{r['model']:<12}{r['batch']:>6}{f(r['ours_tok_s']):>13}{f(r.get('ours_l2_prefetch_tok_s')):>12}"
                      f"{f(r.get('ours_bf16_state_tok_s')):>12}{f(r.get('peer_tok_s')):>13}"
-                     f"{r['speedup_vs_peer'] if 'speedup_vs_peer' in r else float('nan'):>10.2f}"
-                     f"{f(r['before_tok_s']):>14}{r.get('token_agreement_with_peer', float('nan')):>11.2f}")
+                     f"{g(r.get('speedup_vs_peer')):>10}{f(r['before_tok_s']):>14}{g(r.get('token_agreement_with_peer')):>11}")
     lines += [] if not audio else ["", f"{'audio':<14}{'batch':>6}{'RTF after':>11}{'RTF before':>12}{'x batch after':>15}"
                   f"{'x batch before':>16}{'speedup':>9}"]
     for r in audio:

@@ -325,12 +325,14 @@ def generate(
         generator: the RNG to sample with (None: the device's default generator); reproducible from a seed.
         progress: show a progress bar.
         ssm_state_dtype: the recurrent SSM state's dtype; None keeps it in float32 (complex64), the most
-            accurate; ``torch.bfloat16`` halves the state read and written each step, as mamba-ssm's cache of a
-            bf16 model (real SSMs; see ``Mamba.allocate_cache``). The step's math is fp32 either way.
+            accurate; ``torch.bfloat16`` or ``torch.float16`` halve the state read and written each GPU step, as
+            mamba-ssm's cache of a bf16 model (real SSMs only; see ``Mamba.allocate_cache``). The step's math is
+            fp32 either way.
     Returns:
         sequences (batch, P + n) int64, or ``GenerateOutput``.
     Raises:
-        ValueError: bad lengths, settings or prompt, or ``cg=True`` on a CPU model.
+        ValueError: bad lengths, settings or prompt, ``ssm_state_dtype`` not a state dtype of this model, or
+            ``cg=True`` on a CPU model.
     """
     if max_length is not None and max_new_tokens is not None:
         raise ValueError("give max_length (total length) or max_new_tokens, not both")
@@ -351,6 +353,8 @@ def generate(
     st = _Settings(float(temperature), int(top_k), 1.0 if top_p == 0.0 else float(top_p), float(min_p),
                    None if eos_token_id is None else int(eos_token_id), ssm_state_dtype)
     _check_settings(st.temperature, st.top_k, st.top_p, st.min_p)
+    if ssm_state_dtype is not None and not isinstance(ssm_state_dtype, torch.dtype):
+        raise ValueError(f"ssm_state_dtype must be None or a torch.dtype (e.g. torch.bfloat16), got {ssm_state_dtype!r}")
     device = next(model.parameters()).device
     if cg and device.type != "cuda":
         raise ValueError(f"cg=True needs a CUDA model (CUDA graphs); this one is on {device}: use cg=False")

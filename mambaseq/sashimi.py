@@ -150,16 +150,17 @@ class Scale(nn.Module):
         if self.p:
             self.inner.set_position(cache.inner, t // self.p)
 
-    def allocate_cache(self, batch_size: int, device=None, dtype=None) -> ScaleCache:
+    def allocate_cache(self, batch_size: int, device=None, dtype=None, ssm_state_dtype=None) -> ScaleCache:
         w = next(self.parameters())
         device, dtype = device or w.device, dtype or w.dtype
         buf = (lambda: torch.zeros(batch_size, self.p, self.d, device=device, dtype=dtype)) if self.p else None
+        kw = dict(ssm_state_dtype=ssm_state_dtype)
         return ScaleCache(
-            down=[blk.allocate_cache(batch_size, device, dtype) for blk in self.down_blocks],
-            up=[blk.allocate_cache(batch_size, device, dtype) for blk in self.up_blocks],
+            down=[blk.allocate_cache(batch_size, device, dtype, **kw) for blk in self.down_blocks],
+            up=[blk.allocate_cache(batch_size, device, dtype, **kw) for blk in self.up_blocks],
             fold=buf() if buf else None,
             unfold=buf() if buf else None,
-            inner=self.inner.allocate_cache(batch_size, device, dtype) if self.p else None,
+            inner=self.inner.allocate_cache(batch_size, device, dtype, **kw) if self.p else None,
         )
 
 
@@ -195,8 +196,10 @@ class SaShiMiLM(nn.Module, PretrainedMixin, GenerationMixin):
         check_token_ids(input_ids, self.cfg.vocab_size)
         return self.lm_head(self.norm_f(self.body.step(self.embedding(input_ids.long()), cache)))
 
-    def allocate_inference_cache(self, batch_size: int, device=None, dtype=None) -> ScaleCache:
-        return self.body.allocate_cache(batch_size, device, dtype)
+    def allocate_inference_cache(self, batch_size: int, device=None, dtype=None,
+                                 ssm_state_dtype=None) -> ScaleCache:
+        """The multi-scale recurrent state (see ``Mamba.allocate_cache`` for ``ssm_state_dtype``)."""
+        return self.body.allocate_cache(batch_size, device, dtype, ssm_state_dtype)
 
     @property
     def decode_phases(self) -> int:

@@ -357,7 +357,14 @@ def test_half_precision_ssm_state_decodes_close_to_fp32(request):
     assert agree >= 0.9, f"bf16-state greedy decode agrees with the fp32-state one on only {agree:.2f} of tokens"
     # teacher-forced through the step with a bf16 state: the same tokens score within rounding
     assert_teacher_forced(m, half.sequences, 5, LOGIT_GAP["bf16"])
-    with pytest.raises(ValueError, match="ssm_state_dtype"):
+    with pytest.raises(ValueError, match="ssm_state_dtype must be None or one of torch.float32"):
         m.allocate_inference_cache(2, ssm_state_dtype=torch.int8)
-    with pytest.raises(ValueError, match="ssm_state_dtype"):
-        _model("complex", seed).generate(prompt, max_new_tokens=2, ssm_state_dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="ssm_state_dtype must be None or a torch.dtype"):
+        m.generate(prompt, max_new_tokens=2, ssm_state_dtype="bf16")
+    for kind in ("complex", "sashimi"):  # complex SSMs keep a complex64 state
+        with pytest.raises(ValueError, match="ssm_state_dtype must be None or one of torch.complex64"):
+            _model(kind, seed).generate(prompt, max_new_tokens=2, ssm_state_dtype=torch.bfloat16)
+    real_sashimi = _model("sashimi", seed, complex=False)
+    cache = real_sashimi.allocate_inference_cache(2, ssm_state_dtype=torch.bfloat16)
+    assert cache.down[0].ssm_state.dtype == torch.bfloat16
+    assert real_sashimi.generate(prompt, max_new_tokens=4, ssm_state_dtype=torch.bfloat16).shape == (2, 9)

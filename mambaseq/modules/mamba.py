@@ -25,8 +25,9 @@ def check_ssm_state_dtype(ssm_state_dtype, complex_ssm: bool) -> torch.dtype:
         return torch.complex64 if complex_ssm else torch.float32
     allowed = (torch.complex64,) if complex_ssm else (torch.float32, torch.bfloat16, torch.float16)
     if ssm_state_dtype not in allowed:
-        raise ValueError(f"ssm_state_dtype must be one of {[str(d).removeprefix('torch.') for d in allowed]} for a "
-                         f"{'complex' if complex_ssm else 'real'} SSM (or None); got {ssm_state_dtype!r}")
+        hint = " (a torch.dtype, not a string)" if isinstance(ssm_state_dtype, str) else ""
+        raise ValueError(f"ssm_state_dtype must be None or one of {', '.join(map(str, allowed))} for a "
+                         f"{'complex' if complex_ssm else 'real'} SSM{hint}; got {ssm_state_dtype!r}")
     return ssm_state_dtype
 
 
@@ -144,7 +145,7 @@ class Mamba(nn.Module):
 
     def allocate_cache(self, batch_size: int, device=None, dtype=None, ssm_state_dtype=None) -> MambaCache:
         """Zero recurrent state for ``batch_size`` sequences. conv_state in ``dtype`` (default: the weights');
-        ssm_state in ``ssm_state_dtype``: None means float32 (complex64 for a complex SSM), the most accurate;
+        ssm_state in ``ssm_state_dtype``: None means full precision, float32 (complex64 for a complex SSM);
         a real SSM also takes torch.bfloat16 or torch.float16 (half the state traffic a decoding step; what
         mamba-ssm's cache does for a bf16 model; the update is computed in fp32 and rounded when stored).
         Raises ValueError for another ``ssm_state_dtype``."""
