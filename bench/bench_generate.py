@@ -5,17 +5,18 @@ bench/results/.
 
     python bench/bench_generate.py [--peer /tmp/peer] [--quick] [--no-audio] [--out PATH]
 
-LM: the 90.5M model of issue 13 (d_model 768 x 24 layers, vocab 16), the same random weights in both
-(state-dict names agree), bf16 weights, prompt 128 + 1,024 new tokens, greedy, batch 1 and 64; tok/s =
-batch x new tokens / wall time of one whole call (prefill included), median of --repeats calls after one
-warm-up call (which captures the graphs). On a GPU two more columns of ours, same run: "L2 prefetch" with the
-decode graph's L2-prefetch branch (sm_90+, kernels/l2_prefetch.py, off by default: MAMBASEQ_L2_PREFETCH=1) and "bf16 state" with the recurrent state in
-bf16 (``ssm_state_dtype``, as the peer's cache of a bf16 model; ours defaults to fp32). "before" is the pre-issue-13 path (eager Python loop, unfused
-per-layer step, torch.multinomial), timed over fewer tokens. Audio: SaShiMi of configs/experiment/sc09_gpu.yaml
-(d_model 64, 4 blocks per scale, pool 4 x 4, complex, fp32 as trained), unconditional sampling at temperature
-1 from the silence token; real-time factor = seconds of 16 kHz audio per wall-clock second, per stream and
-for the whole batch. The peer is found at --peer (built there by bench/build_peer.sh); without it only ours
-is timed and the table says so. --quick: tiny models and lengths, runs on CPU (eager, no graphs) as a smoke test.
+LM: the 90.5M model of issue 13 (d_model 768 x 24 layers, vocab 16), the same random weights in both (state-dict
+names agree), bf16 weights, prompt 128 + 1,024 new tokens, greedy, batch 1 and 64; tok/s = batch x new tokens /
+wall time of one whole call (prefill included), median of --repeats calls after one warm-up call (which captures
+the graphs). Two more columns of ours, same run: "L2 prefetch" with the decode graph's L2-prefetch branch (sm_90+
+GPUs only; kernels/l2_prefetch.py, off by default: MAMBASEQ_L2_PREFETCH=1) and "bf16 state" with the recurrent
+state in bf16 (``ssm_state_dtype``, as the peer's cache of a bf16 model; ours defaults to fp32). "before" is the
+pre-issue-13 path (eager Python loop, unfused per-layer step, torch.multinomial), timed once over fewer tokens
+(noisy on a shared CPU). Audio: SaShiMi of configs/experiment/sc09_gpu.yaml (d_model 64, 4 blocks per scale, pool
+4 x 4, complex, fp32 as trained), unconditional sampling at temperature 1 from the silence token; real-time factor
+= seconds of 16 kHz audio per wall-clock second, per stream and for the whole batch. The peer is found at --peer
+(built there by bench/build_peer.sh); without it only ours is timed and the table says so. --quick: tiny models
+and lengths, runs on CPU (eager, no graphs) as a smoke test.
 """
 
 from __future__ import annotations
@@ -260,11 +261,13 @@ def table(lm: list[dict], audio: list[dict], peer_note: str) -> str:
              f"{'LM':<12}{'batch':>6}{'ours tok/s':>13}{'L2 prefetch':>12}{'bf16 state':>12}{'peer tok/s':>13}"
              f"{'ours/peer':>10}{'before tok/s':>14}{'agree peer':>11}"]
     for r in lm:
-        lines.append(f"{r['model']:<12}{r['batch']:>6}{f(r['ours_tok_s']):>13}{f(r.get('ours_l2_prefetch_tok_s')):>12}"
-                     f"{f(r.get('ours_bf16_state_tok_s')):>12}{f(r.get('peer_tok_s')):>13}"
-                     f"{g(r.get('speedup_vs_peer')):>10}{f(r['before_tok_s']):>14}{g(r.get('token_agreement_with_peer')):>11}")
-    lines += [] if not audio else ["", f"{'audio':<14}{'batch':>6}{'RTF after':>11}{'RTF before':>12}{'x batch after':>15}"
-                  f"{'x batch before':>16}{'speedup':>9}"]
+        lines.append(f"{r['model']:<12}{r['batch']:>6}{f(r['ours_tok_s']):>13}"
+                     f"{f(r.get('ours_l2_prefetch_tok_s')):>12}{f(r.get('ours_bf16_state_tok_s')):>12}"
+                     f"{f(r.get('peer_tok_s')):>13}{g(r.get('speedup_vs_peer')):>10}{f(r['before_tok_s']):>14}"
+                     f"{g(r.get('token_agreement_with_peer')):>11}")
+    if audio:
+        lines += ["", f"{'audio':<14}{'batch':>6}{'RTF after':>11}{'RTF before':>12}{'x batch after':>15}"
+                      f"{'x batch before':>16}{'speedup':>9}"]
     for r in audio:
         lines.append(f"{r['model']:<14}{r['batch']:>6}{r['rtf_after_per_stream']:>11.3f}"
                      f"{r['rtf_before_per_stream']:>12.4f}{r['rtf_after_batch']:>15.3f}{r['rtf_before_batch']:>16.4f}"

@@ -1,13 +1,13 @@
 """L2 prefetch of a decoding step's weights and recurrent states (Hopper and newer).
 
-A decoding step at small batch is latency bound: each GEMM/GEMV of a layer waits for its weights to stream from
-HBM (in_proj's 4.7 MB takes ~5 us on an H100 whatever the tile, ``bench/notes_generate.md`` design 4), and
-the SSM step waits for its state. None of those bytes depend on the previous kernel's output, so they can be
-requested early. ``prefetch_l2(tensors, stream)`` launches one small kernel (PROGRAMS programs) on a side stream that issues
-``cp.async.bulk.prefetch.L2.global`` (PTX ISA 8.0, sm_90+: a non-blocking hint that brings a byte range into
-L2) for each tensor; the decoder forks it at the start of layer i for the tensors layer i reads after its
-in_proj (conv and SSM states, x_proj, dt_proj, A_log, out_proj) and layer i+1's norm and in_proj, so the side
-branch of the step's CUDA graph runs beside layer i and the main branch then reads from L2.
+A decoding step at small batch is latency bound: each GEMM/GEMV of a layer waits for its weights to stream from HBM
+(in_proj's 4.7 MB takes ~5 us on an H100 whatever the tile, ``bench/notes_generate.md`` design 4), and the SSM step
+waits for its state. None of those bytes depend on the previous kernel's output, so they can be requested early.
+``prefetch_l2(tensors, stream)`` launches one small kernel (``PROGRAMS`` programs) on a side stream that issues
+``cp.async.bulk.prefetch.L2.global`` (PTX ISA 8.0, sm_90+: a non-blocking hint that brings a byte range into L2) for
+each tensor; the decoder forks it at the start of layer i for the tensors layer i reads after its in_proj (conv and
+SSM states, x_proj, dt_proj, A_log, out_proj) and layer i+1's norm and in_proj, so the side branch of the step's
+CUDA graph runs beside layer i and the main branch then reads from L2.
 
 A prefetch changes no value (it is a cache hint), so there is no oracle: the GPU tests check that decoding
 with it gives bit-identical logits to decoding without it. ``l2_prefetch_enabled`` says when it is used:
@@ -70,6 +70,8 @@ def prefetch_ranges(tensors: list[Tensor | None]) -> list[tuple[Tensor, int]]:
 
 
 _side_streams: dict[int, torch.cuda.Stream] = {}
+_warm: set[int] = set()  # devices where the kernel has compiled and run
+_failed: set[int] = set()  # devices where it could not (decoding goes on without the hint)
 
 
 def side_stream(device: torch.device) -> torch.cuda.Stream:
@@ -101,9 +103,6 @@ def prefetch_l2(tensors: list[Tensor | None], stream: torch.cuda.Stream) -> None
         launch_prefetch(ranges, CHUNK_BYTES, LANES, PROGRAMS)
 
 
-_warm: set[int] = set()
-
-
 def warm_up(device: torch.device) -> None:
     """Compile and load the prefetch kernel on ``device`` (outside a CUDA-graph capture; the decoder calls it
     before it captures). A no-op where ``l2_prefetch_enabled`` is False."""
@@ -118,13 +117,11 @@ def warm_up(device: torch.device) -> None:
     except Exception as e:  # e.g. a Triton or driver without the PTX instruction: decode without the hint
         if t.device.index not in _failed:
             _failed.add(t.device.index)
+            first = str(e).splitlines()[0] if str(e) else ""
             log.warning("L2 prefetch kernel unavailable on %s (%s: %s); decoding without it",
-                        torch.cuda.get_device_name(t.device), type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                        torch.cuda.get_device_name(t.device), type(e).__name__, first)
         return
     _warm.add(t.device.index)
-
-
-_failed: set[int] = set()
 
 
 def l2_prefetch_ready(device: torch.device) -> bool:

@@ -9,6 +9,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+
 @triton.jit
 def _prefetch_range(p, nbytes, lane, CHUNK: tl.constexpr, LANES: tl.constexpr):
     # program g's threads take chunks g*LANES .. g*LANES + LANES - 1, then every PROGRAMS*LANES-th after

@@ -354,7 +354,8 @@ def generate(
                    None if eos_token_id is None else int(eos_token_id), ssm_state_dtype)
     _check_settings(st.temperature, st.top_k, st.top_p, st.min_p)
     if ssm_state_dtype is not None and not isinstance(ssm_state_dtype, torch.dtype):
-        raise ValueError(f"ssm_state_dtype must be None or a torch.dtype (e.g. torch.bfloat16), got {ssm_state_dtype!r}")
+        raise ValueError(f"ssm_state_dtype must be None or a torch.dtype (e.g. torch.bfloat16), "
+                         f"got {ssm_state_dtype!r}")
     device = next(model.parameters()).device
     if cg and device.type != "cuda":
         raise ValueError(f"cg=True needs a CUDA model (CUDA graphs); this one is on {device}: use cg=False")

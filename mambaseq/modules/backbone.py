@@ -95,8 +95,9 @@ class MambaBackbone(nn.Module):
             raise NotImplementedError("step() of a kmer_size > 1 backbone needs the last k - 1 tokens; decode with "
                                       "a kmer_size=1 model")
         h, res = self.embedding(input_ids.long()), None
-        # With MAMBASEQ_L2_PREFETCH=1, while a CUDA graph is captured on sm_90+: a side branch per layer that prefetches into L2 what the
-        # layer reads after its in_proj and the next layer's norm + in_proj (kernels/l2_prefetch.py)
+        # With MAMBASEQ_L2_PREFETCH=1, while a CUDA graph is captured on sm_90+: a side branch per layer that
+        # prefetches into L2 what the layer reads after its in_proj and the next layer's norm + in_proj
+        # (kernels/l2_prefetch.py)
         pf = (side_stream(h.device) if h.is_cuda and torch.cuda.is_current_stream_capturing()
               and l2_prefetch_enabled(h.device) else None)
         for i, (layer, c) in enumerate(zip(self.layers, cache)):
