@@ -42,7 +42,6 @@ def test_one_based_inclusive_at_both_ends(store, region, expected):
 
 
 @pytest.mark.parametrize("region,match", [
-    ("chr20:0-4", "1-based"),
     ("chr20:-1-4", "must be"),
     ("chr20:5-4", "after end"),
     ("chr20:1-11", "beyond the end of chr20 \\(10 bases"),
@@ -51,7 +50,7 @@ def test_one_based_inclusive_at_both_ends(store, region, expected):
     ("chr20:a-b", "must be 'SEQ:START-END'"),
     ("chr20:1-2-3", "must be"),
     ("one:2-2", "beyond the end"),
-], ids=["zero", "negative", "reversed", "past_end", "start_past_end", "unknown_seq", "letters", "three_numbers",
+], ids=["negative", "reversed", "past_end", "start_past_end", "unknown_seq", "letters", "three_numbers",
         "past_end_len1"])
 def test_out_of_range_regions_rejected(store, region, match):
     with pytest.raises(ValueError, match=match) as ei:
@@ -75,14 +74,22 @@ def test_random_regions_match_slicing_and_round_trip(store, request):
         assert format_region(iv.seq, iv.start, iv.end) == region
 
 
+def test_start_zero_is_read_as_one_with_a_warning(store):
+    """1-based notation has no position 0; samtools reads START 0 as 1, and so does parse_region, warning."""
+    with pytest.warns(UserWarning, match="generate.region 'chr20:0-4': positions are 1-based .* read as 1"):
+        iv = parse_region("chr20:0-4", store, "generate.region")
+    assert (iv.start, iv.end) == (0, 4)
+
+
 def test_generate_region_prompt(store):
-    """The case `region_off_by_one.py`: the prompt of chr20:1-4 is ACGT, position 0 is refused."""
+    """The case `region_off_by_one.py`: the prompt of chr20:1-4 is ACGT; chr20:0-4 gives it too, warning."""
     cfg = {"seed": 0, "generate": {"n_samples": 2, "prompt_len": 4, "n_new": 2, "region": "chr20:1-4"}}
     ids, real, where = prompts(cfg, store)
     assert [decode(p) for p in ids] == ["ACGT", "ACGT"] and real is None and where == ["chr20:1-4"] * 2
     cfg["generate"]["region"] = "chr20:0-4"
-    with pytest.raises(ValueError, match="generate.region 'chr20:0-4': positions are 1-based"):
-        prompts(cfg, store)
+    with pytest.warns(UserWarning, match="start 0 is read as 1"):
+        ids, _, _ = prompts(cfg, store)
+    assert [decode(p) for p in ids] == ["ACGT", "ACGT"]
 
 
 def test_a_prompt_inside_an_assembly_gap_warns(store):

@@ -8,6 +8,7 @@ any number of data-parallel ranks draw disjoint streams.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
@@ -41,8 +42,9 @@ def parse_region(region: str, store: TokenStore, what: str = "region") -> Interv
     first four bases; commas allowed), ``SEQ:START`` (to the end of SEQ) or ``SEQ`` -> the half-open,
     0-based ``Interval(SEQ, START - 1, END)`` used everywhere else (BED, ``TokenStore.window``).
 
+    START 0 (which does not exist in 1-based notation) is read as 1 with a warning, as samtools reads it.
     Raises ValueError naming ``what`` and the region when it is malformed, names no sequence of ``store``,
-    has START < 1 or START > END, or ends beyond the sequence (its length is given).
+    has START > END, or ends beyond the sequence (its length is given).
     """
     text = str(region).strip()
     seq, _, span = text.rpartition(":") if ":" in text else (text, "", "")
@@ -58,8 +60,10 @@ def parse_region(region: str, store: TokenStore, what: str = "region") -> Interv
     except ValueError:
         raise ValueError(f"{what} must be 'SEQ:START-END' (1-based, inclusive), 'SEQ:START' or 'SEQ', "
                          f"got {text!r}") from None
-    if start < 1:
-        raise ValueError(f"{what} {text!r}: positions are 1-based (the first base is 1), got start {start}")
+    if start == 0:  # 1-based notation has no position 0; samtools reads it as 1 (a BED start pasted in)
+        warnings.warn(f"{what} {text!r}: positions are 1-based (the first base is 1); start 0 is read as 1, as "
+                      f"samtools does (a BED start? BED is 0-based: add 1 to it)", UserWarning, stacklevel=2)
+        start = 1
     if start > end:
         raise ValueError(f"{what} {text!r}: start {start} is after end {end}")
     if end > length:
