@@ -3,7 +3,7 @@
 Public ops, each with a pure-PyTorch reference beside it (mamba-ssm / causal-conv1d conventions):
 
 * ``causal_conv1d(x, weight, bias=None, activation=None)``: x (batch, dim, L), weight (dim, width),
-  width 2..4; out[b, c, t] = act(bias[c] + sum_k weight[c, k] * x[b, c, t - (width - 1) + k]),
+  width 2..8; out[b, c, t] = act(bias[c] + sum_k weight[c, k] * x[b, c, t - (width - 1) + k]),
   with x = 0 before t = 0. Differentiable w.r.t. x, weight and bias.
 * ``causal_conv1d_update(x, conv_state, weight, bias=None, activation=None)``: x (batch, dim) is the
   next token; conv_state (batch, dim, width) holds the last ``width`` inputs and is rolled IN PLACE
@@ -23,6 +23,7 @@ from .backend import resolve_backend
 from .checks import check
 
 _ACTIVATIONS = (None, "silu", "swish")
+WIDTHS = (2, 8)  # conv widths the kernels take (taps unrolled in registers); mamba-ssm's CUDA kernel takes 2..4
 
 
 def _validate(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | None, x_dims: int) -> None:
@@ -33,7 +34,8 @@ def _validate(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | 
         isinstance(weight, Tensor) and weight.dim() == 2 and weight.shape[0] == x.shape[1],
         f"weight must be (dim={x.shape[1]}, width); got {tuple(getattr(weight, 'shape', ()))}",
     )
-    check(2 <= weight.shape[1] <= 4, f"weight: width must be in 2..4; got {weight.shape[1]}")
+    check(WIDTHS[0] <= weight.shape[1] <= WIDTHS[1],
+          f"weight: width must be in {WIDTHS[0]}..{WIDTHS[1]}; got {weight.shape[1]}")
     if bias is not None:
         check(tuple(bias.shape) == (x.shape[1],), f"bias must be (dim={x.shape[1]},); got {tuple(bias.shape)}")
     check(activation in _ACTIVATIONS, f"activation must be one of {_ACTIVATIONS}; got {activation!r}")
@@ -115,7 +117,7 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activat
     """Causal depthwise conv1d, optional SiLU.
 
     Args:
-        x: (batch, dim, L) fp32/bf16/fp16.  weight: (dim, width), width 2..4.  bias: (dim,) or None.
+        x: (batch, dim, L) fp32/bf16/fp16.  weight: (dim, width), width 2..8.  bias: (dim,) or None.
         activation: None, "silu" or "swish" (the same).  backend: "auto" | "triton" | "reference".
     Returns:
         (batch, dim, L) in x's dtype.

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backend import resolve_backend
-from .causal_conv1d import causal_conv1d_ref
+from .causal_conv1d import WIDTHS as CONV_WIDTHS, causal_conv1d_ref
 from .selective_scan import selective_scan
 
 
@@ -69,7 +69,7 @@ def mamba_inner(
     Args:
         xz: (batch, L, 2 * d_inner) — in_proj output, x then z; fp32/bf16/fp16 (bf16 under autocast). The
             projections run in xz's dtype (the weights are cast to it), the conv and the scan state in fp32.
-        conv_weight: (d_inner, width), width 2..4;  conv_bias: (d_inner,) or None.
+        conv_weight: (d_inner, width), width 2..8;  conv_bias: (d_inner,) or None.
         x_proj_weight: (dt_rank + 2N, d_inner), or (dt_rank + 4N, d_inner) for complex A (rows: dt, B_re,
             B_im, C_re, C_im).  dt_proj_weight: (d_inner, dt_rank);  dt_proj_bias: (d_inner,) — added to
             delta before softplus.
@@ -89,8 +89,9 @@ def mamba_inner(
     b, L, two_di = xz.shape
     di = two_di // 2
     _check(L >= 1, "xz: L must be >= 1")
-    _check(conv_weight.dim() == 2 and conv_weight.shape[0] == di and 2 <= conv_weight.shape[1] <= 4,
-           f"conv_weight must be (d_inner={di}, width 2..4); got {tuple(conv_weight.shape)}")
+    lo, hi = CONV_WIDTHS
+    _check(conv_weight.dim() == 2 and conv_weight.shape[0] == di and lo <= conv_weight.shape[1] <= hi,
+           f"conv_weight must be (d_inner={di}, width {lo}..{hi}); got {tuple(conv_weight.shape)}")
     _check(conv_bias is None or tuple(conv_bias.shape) == (di,), f"conv_bias must be (d_inner={di},)")
     _check(A.dim() == 2 and A.shape[0] == di, f"A must be (d_inner={di}, N); got {tuple(A.shape)}")
     N, cplx = A.shape[1], A.is_complex()

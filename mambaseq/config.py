@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mambaseq.fileio import missing_config
+from mambaseq.kernels.causal_conv1d import WIDTHS as CONV_WIDTHS
 
 # Named sizes. "debug" exists so CI can train for real in seconds.
 SIZES: dict[str, dict[str, int]] = {
@@ -35,7 +36,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 # config.json keys that are not config fields but are written by save_pretrained
 METADATA_KEYS = ("architecture",)
-D_CONV_RANGE = (2, 4)  # widths the causal-conv kernels support (kernels/causal_conv1d.py)
+D_CONV_RANGE = CONV_WIDTHS  # widths the causal-conv kernels support (kernels/causal_conv1d.py)
 
 
 def _unknown_keys_message(cls_name: str, unknown: set[str], known: set[str]) -> str:

@@ -23,24 +23,29 @@ BAD_VALUES = [0, -3, 2.5, "4", None, True, float("nan"), float("inf"), []]
 
 
 # ----------------------------------------------------------------------------- MambaConfig
-@pytest.mark.parametrize("d_conv", [-1, 0, 1, 5, 8])
+@pytest.mark.parametrize("d_conv", [-1, 0, 1, 9, 16])
 def test_unsupported_conv_width_rejected_at_construction(d_conv):
-    """The case `dconv_width.py`: the kernels support widths 2..4."""
-    with pytest.raises(ValueError, match=rf"MambaConfig.d_conv must be in 2..4.*got {d_conv}|d_conv must be a "
+    """The kernels support widths 2..8 (the case `dconv_width.py`: 5 runs); others fail at construction."""
+    with pytest.raises(ValueError, match=rf"MambaConfig.d_conv must be in 2..8.*got {d_conv}|d_conv must be a "
                                          rf"positive int"):
         MambaConfig.from_name("debug", vocab_size=10, d_conv=d_conv)
 
 
-@pytest.mark.parametrize("d_conv", [2, 3, 4])
+@pytest.mark.parametrize("d_conv", [2, 3, 4, 5, 8])
 def test_supported_conv_widths_run(request, d_conv):
     torch.manual_seed(seed_for(request))
-    lm = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=10, d_conv=d_conv))
+    lm = MambaLMHeadModel(MambaConfig.from_name("debug", vocab_size=10, d_conv=d_conv)).eval()
     assert lm(torch.randint(0, 10, (1, 8))).shape == (1, 8, 10)
+    seqs = lm.generate(torch.randint(0, 10, (2, 3)), max_new_tokens=6)  # the recurrent step keeps d_conv inputs
+    with torch.no_grad():
+        logits = lm(seqs[:, :-1])[:, 2:]
+    chosen = logits.gather(-1, seqs[:, 3:, None]).squeeze(-1)
+    assert float((logits.max(-1).values - chosen).max()) < 1e-4  # greedy tokens are the parallel argmax
 
 
 FIELD_VALUES = {
     "d_model": [8, 16, *BAD_VALUES], "n_layer": [1, 2, *BAD_VALUES], "vocab_size": [1, 5, 300, *BAD_VALUES],
-    "d_state": [1, 4, *BAD_VALUES], "d_conv": [2, 3, 4, 5, *BAD_VALUES], "expand": [1, 2, *BAD_VALUES],
+    "d_state": [1, 4, *BAD_VALUES], "d_conv": [2, 3, 4, 8, 9, *BAD_VALUES], "expand": [1, 2, *BAD_VALUES],
     "dt_rank": ["auto", 1, 3, "big", *BAD_VALUES], "dt_min": [1e-3, 0.05, *BAD_VALUES], "dt_max": [0.1, 0.2, *BAD_VALUES],
     "dt_init_floor": [1e-4, *BAD_VALUES], "norm_eps": [1e-5, 1e-6, *BAD_VALUES], "norm": ["rms", "layer", "batch", 1],
     "conv_bias": [True, False, 1, "yes"], "bias": [True, False, 0, None], "complex": [True, False, "true"],

@@ -41,9 +41,12 @@ TABLE = [
     ConvCase(3, 33, 513, 2, None, True, "bf16"),
     ConvCase(1, 128, 4099, 4, "silu", True, "fp32"),
     ConvCase(2, 96, 2048, 3, None, False, "fp32"),
+    ConvCase(2, 7, 41, 5, "silu", True, "fp32"),  # widths above mamba-ssm's 4 (d_conv 5..8)
+    ConvCase(1, 9, 19, 8, None, False, "bf16"),
 ]
 ALL_CASES = TABLE
-INTERP_IDS = ["B1-D3-L1-W2-noact-nobias-fp32", "B2-D5-L37-W4-silu-bias-fp32", "B1-D6-L13-W4-swish-nobias-fp16"]
+INTERP_IDS = ["B1-D3-L1-W2-noact-nobias-fp32", "B2-D5-L37-W4-silu-bias-fp32", "B1-D6-L13-W4-swish-nobias-fp16",
+              "B2-D7-L41-W5-silu-bias-fp32", "B1-D9-L19-W8-noact-nobias-bf16"]
 
 
 def case_errors(c: ConvCase, device: str) -> dict[str, float]:
@@ -142,7 +145,7 @@ def test_conv1d_rejects_bad_input(bad):
     x, w = torch.randn(2, 3, 5), torch.randn(3, 4)
     with pytest.raises(ValueError):
         if bad == "width":
-            causal_conv1d(x, torch.randn(3, 5))
+            causal_conv1d(x, torch.randn(3, 9))  # widths 2..8
         elif bad == "bias":
             causal_conv1d(x, w, torch.randn(4))
         elif bad == "act":

@@ -51,6 +51,7 @@ TABLE = [
     BlockCase(1, 9, 8, d_conv=2, bias=True, conv_bias=False),
     BlockCase(2, 37, 8, dtype="bf16"),
     BlockCase(2, 37, 16, N=16, cplx=True, dtype="bf16", d_conv=3),
+    BlockCase(2, 23, 8, d_conv=5),  # wider than mamba-ssm's conv kernels take
     BlockCase(2, 300, 32, N=16),
     BlockCase(2, 515, 32, N=16, dtype="fp16", bias=True),
     BlockCase(2, 1000, 64, N=16, dtype="bf16"),
@@ -69,6 +70,7 @@ INTERP_IDS = [
     "B2-L19-dm8-N4-cplx-fp32-chunk8",
     "B1-L9-dm8-N4-real-fp32-w2-bias-noconvbias",
     "B2-L37-dm8-N4-real-bf16",
+    "B2-L23-dm8-N4-real-fp32-w5",
 ]
 
 
@@ -184,7 +186,7 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="x_proj_weight must be"):
         mamba_inner(torch.randn(2, 5, 2 * di), **{**args, "A": torch.complex(args["A"], args["A"])})
     with pytest.raises(ValueError, match="conv_weight"):
-        mamba_inner(torch.randn(2, 5, 2 * di), **{**args, "conv_weight": torch.randn(di, 5)})
+        mamba_inner(torch.randn(2, 5, 2 * di), **{**args, "conv_weight": torch.randn(di, 9)})
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs CUDA tensors"):
             mamba_inner(torch.randn(2, 5, 2 * di), **args, backend="triton")
