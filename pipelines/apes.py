@@ -42,7 +42,8 @@ SETTINGS = {
     "data.max_n_fraction": "fraction|null", "data.mask_n": "bool", "data.sim_te_rate_scale": "float>=0",
     "eval.test_windows_per_class": "int>=1", "eval.val_windows_per_class": "int>=1",
     "eval.baseline_train_tokens": "int>=0|null", "eval.baseline_min_windows": "int>=1",
-    "eval.baseline_max_windows": "int>=1|null", "eval.rc_average": "bool", "init_weights": "bool", "init_from": "dir|null",
+    "eval.baseline_max_windows": "int>=1|null", "eval.rc_average": "bool", "init_weights": "bool",
+    "init_from": "dir|null",
     "data.split_bed": "file|null", "data.wide_fit_windows": "int>=2",
 }
 
