@@ -368,3 +368,57 @@ def test_half_precision_ssm_state_decodes_close_to_fp32(request):
     cache = real_sashimi.allocate_inference_cache(2, ssm_state_dtype=torch.bfloat16)
     assert cache.down[0].ssm_state.dtype == torch.bfloat16
     assert real_sashimi.generate(prompt, max_new_tokens=4, ssm_state_dtype=torch.bfloat16).shape == (2, 9)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_split_decoding_equals_whole_batch(kind, request, monkeypatch):
+    """MAMBASEQ_DECODE_SPLITS runs the step as chunks of rows over views of one cache (on CUDA: parallel graph
+    branches): the rows are independent, so the tokens and log-likelihoods are those of the whole batch.
+    SaShiMi's cache holds a position counter, so it is never split (same result either way)."""
+    from mambaseq.generation import _Decoder, _Settings, decode_splits
+
+    seed = _seed(request)
+    m = _model(kind, seed)
+    prompt = _prompt(seed, 5, 6)
+    kw = dict(max_new_tokens=24, top_k=1, return_dict_in_generate=True)
+    whole = m.generate(prompt, **kw)
+    monkeypatch.setenv("MAMBASEQ_DECODE_SPLITS", "3")
+    assert decode_splits(5, torch.device("cpu")) == 3 and decode_splits(2, torch.device("cpu")) == 2
+    dec = _Decoder(m, 5, _Settings(top_k=1), None, torch.device("cpu"), False)
+    dec.split(3)
+    assert [c[0] for c in dec.chunks] == ([] if kind == "sashimi" else [slice(0, 1), slice(1, 3), slice(3, 5)])
+    split = m.generate(prompt, **kw)
+    assert torch.equal(whole.sequences, split.sequences)
+    torch.testing.assert_close(split.loglik, whole.loglik, **CLOSE["fp32_loglik"])
+    monkeypatch.setenv("MAMBASEQ_DECODE_SPLITS", "two")
+    with pytest.raises(ValueError, match="MAMBASEQ_DECODE_SPLITS"):
+        m.generate(prompt, **kw)
+
+
+def test_decode_splits_rule(monkeypatch):
+    from mambaseq.generation import DEFAULT_SPLITS, SPLIT_MIN_ROWS, decode_splits
+
+    monkeypatch.delenv("MAMBASEQ_DECODE_SPLITS", raising=False)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert decode_splits(64, cpu) == 1 and decode_splits(1, cuda) == 1
+    assert decode_splits(DEFAULT_SPLITS * SPLIT_MIN_ROWS, cuda) == DEFAULT_SPLITS
+    assert decode_splits(DEFAULT_SPLITS * SPLIT_MIN_ROWS - 1, cuda) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("splits", [2, 3])
+def test_gpu_split_graph_decoding_equals_whole_batch(splits, request, monkeypatch):
+    """The split decode graph (a branch per chunk of rows) decodes what the unsplit graph decodes."""
+    seed = _seed(request)
+    m = _model("real", seed).cuda().to(torch.bfloat16)
+    prompt = _prompt(seed, 7, 5, device="cuda")
+    kw = dict(max_new_tokens=60, top_k=1, cg=True, return_dict_in_generate=True)
+    monkeypatch.setenv("MAMBASEQ_DECODE_SPLITS", "1")
+    whole = m.generate(prompt, **kw)
+    monkeypatch.setenv("MAMBASEQ_DECODE_SPLITS", str(splits))
+    split = m.generate(prompt, **kw)
+    again = m.generate(prompt, **kw)
+    assert torch.equal(split.sequences, again.sequences)
+    _same_or_near_tie(m, whole.sequences, split.sequences, 5, LOGIT_GAP["bf16"])
+    assert_teacher_forced(m, split.sequences, 5, LOGIT_GAP["bf16"])
