@@ -8,8 +8,7 @@ bench/results/.
 LM: the 90.5M model of issue 13 (d_model 768 x 24 layers, vocab 16), the same random weights in both (state-dict
 names agree), bf16 weights, prompt 128 + 1,024 new tokens, greedy, batch 1 and 64; tok/s = batch x new tokens /
 wall time of one whole call (prefill included), median of --repeats calls after one warm-up call (which captures
-the graphs). More columns of ours, same run: "no split" with the decode graph's batch split off (where the
-default splits the batch: ``generation.decode_splits``; MAMBASEQ_DECODE_SPLITS=1), "L2 prefetch" with the decode graph's L2-prefetch branch (sm_90+
+the graphs). Two more columns of ours, same run: "L2 prefetch" with the decode graph's L2-prefetch branch (sm_90+
 GPUs only; kernels/l2_prefetch.py, off by default: MAMBASEQ_L2_PREFETCH=1) and "bf16 state" with the recurrent
 state in bf16 (``ssm_state_dtype``, as the peer's cache of a bf16 model; ours defaults to fp32). "before" is the
 pre-issue-13 path (eager Python loop, unfused per-layer step, torch.multinomial), timed once over fewer tokens
@@ -39,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from mambaseq.config import MambaConfig  # noqa: E402
 from mambaseq.fileio import write_json  # noqa: E402
-from mambaseq.generation import decode_splits, filter_logits, generate  # noqa: E402
+from mambaseq.generation import filter_logits, generate  # noqa: E402
 from mambaseq.kernels import causal_conv1d_update, selective_state_update  # noqa: E402
 from mambaseq.kernels.l2_prefetch import l2_prefetch_supported  # noqa: E402
 from mambaseq.model import MambaBackbone, MambaLMHeadModel  # noqa: E402
@@ -211,13 +210,6 @@ def bench_lm(sz: dict, device: torch.device, peer, repeats: int) -> list[dict]:
                "dtype": str(dtype).removeprefix("torch."), "mode": "cg" if cg else "eager (CPU)"}
         t, seqs = timed(lambda: generate(ours, prompt, max_new_tokens=n, top_k=1, cg=cg), device, repeats)
         row["ours_tok_s"] = b * n / t
-        row["decode_splits"] = decode_splits(b, device)
-        if cg and row["decode_splits"] > 1:  # the same decoder without the batch split (one graph branch)
-            ours.__dict__.pop("_generation_graphs", None)
-            with _env("MAMBASEQ_DECODE_SPLITS", "1"):
-                t1, _ = timed(lambda: generate(ours, prompt, max_new_tokens=n, top_k=1, cg=cg), device, repeats)
-            ours.__dict__.pop("_generation_graphs", None)
-            row["ours_no_split_tok_s"] = b * n / t1
         if cg and l2_prefetch_supported(device):  # the same decoder with its L2-prefetch branch (off by default)
             ours.__dict__.pop("_generation_graphs", None)
             with _env("MAMBASEQ_L2_PREFETCH", "1"):
@@ -273,11 +265,10 @@ def table(lm: list[dict], audio: list[dict], peer_note: str) -> str:
     f = (lambda v: "-" if v is None else f"{v:,.0f}")
     g = (lambda v: "-" if v is None else f"{v:.2f}")
     lines = [f"peer: {peer_note}", "",
-             f"{'LM':<12}{'batch':>6}{'ours tok/s':>13}{'no split':>10}{'L2 prefetch':>12}{'bf16 state':>12}"
-             f"{'peer tok/s':>13}"
+             f"{'LM':<12}{'batch':>6}{'ours tok/s':>13}{'L2 prefetch':>12}{'bf16 state':>12}{'peer tok/s':>13}"
              f"{'ours/peer':>10}{'before tok/s':>14}{'agree peer':>11}"]
     for r in lm:
-        lines.append(f"{r['model']:<12}{r['batch']:>6}{f(r['ours_tok_s']):>13}{f(r.get('ours_no_split_tok_s')):>10}"
+        lines.append(f"{r['model']:<12}{r['batch']:>6}{f(r['ours_tok_s']):>13}"
                      f"{f(r.get('ours_l2_prefetch_tok_s')):>12}{f(r.get('ours_bf16_state_tok_s')):>12}"
                      f"{f(r.get('peer_tok_s')):>13}{g(r.get('speedup_vs_peer')):>10}{f(r['before_tok_s']):>14}"
                      f"{g(r.get('token_agreement_with_peer')):>11}")

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,47 +43,6 @@ from mambaseq.kernels.l2_prefetch import warm_up as warm_up_l2_prefetch
 
 EOS_CHECK_EVERY = 64  # tokens between host checks for "every sequence has emitted EOS"
 MAX_CACHED_GRAPHS = 4  # decoders (graphs + static caches) kept per model, oldest dropped first
-# Graph decoding of a large batch runs the batch as this many chunks on parallel branches of the CUDA graph
-# (see ``decode_splits``); MAMBASEQ_DECODE_SPLITS overrides the rule.
-SPLIT_MIN_ROWS = 32  # rows per chunk at least
-DEFAULT_SPLITS = 2
-
-
-def decode_splits(batch: int, device: torch.device) -> int:
-    """How many chunks a CUDA-graph decode step of ``batch`` rows runs in parallel (1 = no split).
-
-    At large batch each decode kernel is bound by the latency of its cold weight or state stream, not by
-    bandwidth (bench/notes_generate.md, design 7): two chunks on parallel graph branches overlap those
-    latencies, and the second chunk's weight reads hit L2. Rule: ``DEFAULT_SPLITS`` chunks when each keeps
-    at least ``SPLIT_MIN_ROWS`` rows, else 1; CPU decoding never splits. ``MAMBASEQ_DECODE_SPLITS=N`` forces N
-    (clipped to [1, batch]).
-
-    Raises:
-        ValueError: MAMBASEQ_DECODE_SPLITS is not a positive integer.
-    """
-    env = os.environ.get("MAMBASEQ_DECODE_SPLITS", "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"MAMBASEQ_DECODE_SPLITS must be a positive integer, got {env!r}")
-        return min(int(env), batch)
-    if device.type != "cuda":
-        return 1
-    return DEFAULT_SPLITS if batch >= DEFAULT_SPLITS * SPLIT_MIN_ROWS else 1
-
-
-def _slice_cache(cache: Any, start: int, stop: int) -> Any:
-    """Views [start:stop] along the batch dimension of every tensor of an inference cache (nested lists /
-    tuples / dataclasses of tensors); None when the cache holds anything else (e.g. a position counter),
-    which chunks could not share."""
-    if isinstance(cache, Tensor):
-        return cache[start:stop]
-    if isinstance(cache, (list, tuple)):
-        parts = [_slice_cache(c, start, stop) for c in cache]
-        return None if any(p is None for p in parts) else type(cache)(parts)
-    if dataclasses.is_dataclass(cache) and not isinstance(cache, type):
-        vals = {f.name: _slice_cache(getattr(cache, f.name), start, stop) for f in dataclasses.fields(cache)}
-        return None if any(v is None for v in vals.values()) else dataclasses.replace(cache, **vals)
-    return None
 
 
 @dataclass
@@ -239,24 +197,6 @@ class _Decoder:
         self.graphs: list[torch.cuda.CUDAGraph] = []
         self.logits: list[Tensor] = []  # per phase: the graph's static logits output
         self.last_logits: Tensor | None = None
-        self.chunks: list[tuple[slice, Any]] = []  # (rows, cache views) per chunk when the step is split
-        self.streams: list[torch.cuda.Stream] = []
-
-    def split(self, n: int) -> None:
-        """Run the step as ``n`` chunks of rows, each with views of the cache (same results: the rows are
-        independent); on CUDA each chunk on its own stream, i.e. parallel branches of a captured graph. No-op
-        for n <= 1 or a cache holding more than tensors (e.g. SaShiMi's position counter)."""
-        b = self.ids.shape[0]
-        n = min(n, b)
-        if n <= 1 or self.phases != 1:
-            return
-        bounds = [b * k // n for k in range(n + 1)]
-        chunks = [(slice(a, z), _slice_cache(self.cache, a, z)) for a, z in zip(bounds, bounds[1:])]
-        if any(c is None for _, c in chunks):
-            return
-        self.chunks = chunks
-        if self.ids.is_cuda:
-            self.streams = [torch.cuda.Stream(self.ids.device) for _ in chunks]
 
     def reset(self) -> None:
         _reset_cache(self.cache)
@@ -278,22 +218,8 @@ class _Decoder:
             self.finished |= tok == self.st.eos_token_id
         self.ids.copy_(tok)
 
-    def _step(self) -> Tensor:
-        if not self.chunks:
-            return self.model.step(self.ids, self.cache)
-        if not self.streams:
-            return torch.cat([self.model.step(self.ids[rows], c) for rows, c in self.chunks])
-        main, outs = torch.cuda.current_stream(), []
-        for (rows, c), s in zip(self.chunks, self.streams):
-            s.wait_stream(main)  # fork: a branch of the graph per chunk
-            with torch.cuda.stream(s):
-                outs.append(self.model.step(self.ids[rows], c))
-        for s in self.streams:
-            main.wait_stream(s)  # join before sampling
-        return torch.cat(outs)
-
     def _body(self) -> Tensor:
-        logits = self._step()
+        logits = self.model.step(self.ids, self.cache)
         self.consume(logits)
         return logits
 
@@ -349,15 +275,12 @@ def _param_key(model: torch.nn.Module) -> tuple:
 def _graph_decoder(model: torch.nn.Module, batch: int, st: _Settings, keep_scores: bool) -> _Decoder:
     """The captured decoder for (batch, settings, weights) cached on the model, captured on first use."""
     store: dict = model.__dict__.setdefault("_generation_graphs", {})
-    device = next(model.parameters()).device
-    splits = decode_splits(batch, device)
-    key = (batch, st, keep_scores, splits, _param_key(model))
+    key = (batch, st, keep_scores, _param_key(model))
     dec = store.pop(key, None)
     if dec is None:
         while len(store) >= MAX_CACHED_GRAPHS:
             store.pop(next(iter(store)))
-        dec = _Decoder(model, batch, st, None, device, keep_scores)
-        dec.split(splits)
+        dec = _Decoder(model, batch, st, None, next(model.parameters()).device, keep_scores)
         dec.capture()
     store[key] = dec  # most recently used last
     return dec
@@ -448,7 +371,6 @@ def generate(
                 dec.generator.set_state(generator.get_state())
         else:
             dec = _Decoder(model, b, st, generator, device, output_scores)
-            dec.split(decode_splits(b, device))
         dec.reset()
         out = torch.empty(b, n_new, dtype=torch.long, device=device)
         logits = model(input_ids, cache=dec.cache)[:, -1]  # parallel prefill into the (static) cache
