@@ -165,7 +165,10 @@ def _conv_x_proj_kernel(x_ptr, state_ptr, w_ptr, bias_ptr, xw_ptr, out_ptr, part
     emask = e < E
     if DOT:  # (BB, BD) @ (BD, BE) on the tensor cores
         wt = tl.load(xw_ptr + e[None, :] * d + dch[:, None], mask=dmask[:, None] & emask[None, :], other=0.0)
-        part = tl.dot(xc, wt.to(xc.dtype), input_precision=PREC)
+        if PREC == "ieee":  # fp32 inputs, or the CPU interpreter (its half-precision dot is wrong, triton 3.9)
+            part = tl.dot(xc.to(tl.float32), wt.to(tl.float32), input_precision="ieee")
+        else:
+            part = tl.dot(xc, wt.to(xc.dtype), input_precision=PREC)
     else:  # few rows: multiply and reduce in registers
         wt = tl.load(xw_ptr + e[:, None] * d + dch[None, :], mask=emask[:, None] & dmask[None, :], other=0.0)
         part = tl.sum(wt.to(tl.float32)[None, :, :] * xc.to(tl.float32)[:, None, :], axis=2)
@@ -196,7 +199,7 @@ def conv_x_proj_step_triton(x: Tensor, conv_state: Tensor, weight: Tensor, bias:
     _conv_x_proj_kernel[(triton.cdiv(b, BB), P)](
         x, conv_state, w_, bias if bias is not None else w_, x_proj_weight.contiguous(), out, part, b, d, E,
         x.stride(0), W=W, HAS_BIAS=bias is not None, BB=BB, BD=BD, BE=max(16, triton.next_power_of_2(E)), DOT=dot,
-        PREC="ieee" if x.dtype == torch.float32 else None, num_warps=warps)
+        PREC="ieee" if x.dtype == torch.float32 or not x.is_cuda else None, num_warps=warps)
     return out, part
 
 
@@ -296,3 +299,92 @@ def add_rms_norm_linear_triton(x: Tensor, residual: Tensor | None, norm_weight: 
         float(eps), HAS_RES=residual is not None, HAS_BIAS=bias is not None, BB=BB, BN=BN,
         BK=min(BK, triton.next_power_of_2(K)), num_warps=warps)
     return out, res
+
+
+@triton.jit
+def _step_linear_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, sx, K_PER,
+                        SPLIT: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                        BK: tl.constexpr, INTERP: tl.constexpr):
+    """out = x @ w.T (+ bias) for M <= BM rows: program (n, s) multiplies columns [n BN, (n+1) BN) over the K
+    slice [s K_PER, (s+1) K_PER). SPLIT > 1: each writes its fp32 tile to the workspace, then bumps the column
+    tile's counter (release); the program that bumps it last (acquire) sums the SPLIT tiles in order (the
+    result does not depend on which program is last), writes the output and resets the counter to 0."""
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rm = tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    k_lo = pid_s * K_PER
+    for kk in range(0, K_PER, BK):
+        rk = k_lo + kk + tl.arange(0, BK)
+        kmask = rk < K
+        a = tl.load(x_ptr + rm[:, None] * sx + rk[None, :], mask=(rm < M)[:, None] & kmask[None, :], other=0.0)
+        w = tl.load(w_ptr + rn[None, :] * K + rk[:, None], mask=kmask[:, None] & (rn < N)[None, :], other=0.0)
+        if INTERP:  # the CPU interpreter's half-precision dot returns garbage (triton 3.9): fp32 there
+            acc = tl.dot(a.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, w, acc)
+    omask = (rm < M)[:, None] & (rn < N)[None, :]
+    if SPLIT == 1:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        tl.store(out_ptr + rm[:, None] * N + rn[None, :], acc.to(out_ptr.dtype.element_ty), mask=omask)
+    else:
+        tile = tl.arange(0, BM)[:, None] * BN + tl.arange(0, BN)[None, :]
+        base = ws_ptr + pid_n * (SPLIT * BM * BN)
+        tl.store(base + pid_s * (BM * BN) + tile, acc)
+        tl.debug_barrier()  # every thread's tile store happens before the release below
+        seen = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+        if seen == SPLIT - 1:
+            total = tl.zeros((BM, BN), dtype=tl.float32)
+            for s in range(SPLIT):  # fixed order: deterministic
+                total += tl.load(base + s * (BM * BN) + tile, cache_modifier=".cg")  # L2, not a stale L1 line
+            if HAS_BIAS:
+                total += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+            tl.store(out_ptr + rm[:, None] * N + rn[None, :], total.to(out_ptr.dtype.element_ty), mask=omask)
+            tl.atomic_xchg(cnt_ptr + pid_n, 0, sem="relaxed", scope="gpu")
+
+
+_STEP_LINEAR_WS: dict = {}  # (device index, workspace numel, column tiles) -> (fp32 workspace, int32 counters)
+
+
+def step_linear_blocks(M: int, N: int, K: int, n_sm: int) -> tuple[int, int, int, int, int]:
+    """(BM, BN, BK, SPLIT, warps) of ``step_linear_triton``: 16-64 rows in one tile, column tiles of 32 or 64,
+    and K split so that the grid fills the GPU's SMs about once (a decode GEMM's time is the latency of
+    streaming its weight; more programs in flight stream it faster)."""
+    BM = max(16, triton.next_power_of_2(M))
+    BN = 64 if N >= 64 * n_sm // 4 else 32
+    BK = 64
+    n_tiles = triton.cdiv(N, BN)
+    split = max(1, min(triton.cdiv(K, BK), n_sm // n_tiles))
+    return BM, BN, BK, split, 4
+
+
+def step_linear_triton(x: Tensor, weight: Tensor, bias: Tensor | None, *,
+                       blocks: tuple[int, int, int, int, int] | None = None) -> Tensor:
+    """See ``mamba_step.step_linear``; inputs validated, 1 <= rows <= 64."""
+    M, K = x.shape
+    N = weight.shape[0]
+    x = _rows(x)
+    w = weight.contiguous()
+    n_sm = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 8  # 8: interpreter
+    BM, BN, BK, split, warps = blocks or step_linear_blocks(M, N, K, n_sm)
+    k_per = triton.cdiv(triton.cdiv(K, split), BK) * BK
+    split = triton.cdiv(K, k_per)
+    n_tiles = triton.cdiv(N, BN)
+    out = torch.empty((M, N), device=x.device, dtype=x.dtype)
+    if split > 1:
+        # one workspace and set of counters per device and size, allocated on first use (decoding: in the eager
+        # warm-up before the graph capture) and shared by every layer: kernels of one stream run in order, and
+        # the last program of each column tile leaves its counter at 0. Not for concurrent use from two streams.
+        key = (x.device.index, n_tiles * split * BM * BN, n_tiles)
+        if key not in _STEP_LINEAR_WS:
+            _STEP_LINEAR_WS[key] = (torch.empty(key[1], device=x.device, dtype=torch.float32),
+                                    torch.zeros(n_tiles, device=x.device, dtype=torch.int32))
+        ws, cnt = _STEP_LINEAR_WS[key]
+    else:
+        ws, cnt = out, out
+    _step_linear_kernel[(n_tiles, split)](x, w, bias if bias is not None else w, out, ws, cnt, M, N, K, x.stride(0),
+                                         k_per, SPLIT=split, HAS_BIAS=bias is not None, BM=BM, BN=BN, BK=BK,
+                                         INTERP=not x.is_cuda, num_warps=warps)
+    return out
