@@ -39,7 +39,7 @@ else:
     from .selective_state_update import selective_state_update, selective_state_update_ref
     from .mamba_inner import mamba_inner, mamba_inner_ref
     from .mamba_step import (add_rms_norm, add_rms_norm_linear, add_rms_norm_linear_ref, add_rms_norm_ref,
-                             conv_x_proj_step, conv_x_proj_step_ref, ssm_step, ssm_step_ref, step_linear)
+                             conv_x_proj_step, conv_x_proj_step_ref, ssm_step, ssm_step_ref)
 
     selective_scan_fn = selective_scan  # mamba-ssm's name, so code can switch by changing an import
     # Names before the oracle and the CPU path were split (kept for code that imports them; not in __all__):
@@ -66,7 +66,6 @@ else:
         "conv_x_proj_step_ref",
         "add_rms_norm_linear",
         "add_rms_norm_linear_ref",
-        "step_linear",
         "add_rms_norm",
         "add_rms_norm_ref",
         "mamba_inner",

@@ -16,16 +16,11 @@
   block, fp32) that it adds, so x_proj needs no launch of its own.
 * ``add_rms_norm_linear(x, residual, norm_weight, eps, weight, bias)``: ``add_rms_norm`` then the next
   block's in_proj Linear, one kernel for a few rows (batch <= 4 on the GPU), the two ops otherwise.
-* ``step_linear(x, weight, bias)``: a decode step's Linear (in_proj above 4 rows, x_proj above 15, out_proj)
-  for 16-64 rows as a split-K Triton GEMM whose last program per column tile sums the K slices (one launch,
-  deterministic); ``F.linear`` (cuBLAS) for other row counts or with MAMBASEQ_STEP_LINEAR=cublas.
 * ``add_rms_norm(x, residual, weight, eps)``: (normed, new_residual) with new_residual = residual + x
   (x if residual is None), in x's dtype, and normed = rms_norm(new_residual) * weight.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +32,7 @@ from .causal_conv1d import causal_conv1d_update, causal_conv1d_update_ref, check
 from .selective_state_update import selective_state_update_ref
 
 MAX_FUSED_NORM_ROWS = 4  # add_rms_norm_linear: one Triton kernel up to this batch (rows live in registers)
-MAX_FUSED_X_PROJ_ROWS = 15  # conv_x_proj_step fuses x_proj up to this batch; above, x_proj is step_linear
-STEP_LINEAR_ROWS = (16, 64)  # step_linear: the split-K Triton GEMM for this many rows, cuBLAS otherwise
+MAX_FUSED_X_PROJ_ROWS = 15  # conv_x_proj_step fuses x_proj up to this batch; above, x_proj is a cuBLAS GEMM
 # (H200, bench/tune_step.py: at b 16 fused 8.7 us vs 8.9 unfused, at b 64 13.5 vs 13.9 at the best blocks, and the
 # partial sums slow ssm_step down; at b 1 5.7 vs 7.6)
 
@@ -157,7 +151,7 @@ def conv_x_proj_step(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor
         backend: "auto" | "triton" | "reference".
     Returns:
         (x_conv, x_dbl): x_conv (batch, dim) in x's dtype; x_dbl = x_conv @ x_proj_weight.T, as (batch, E) in
-        x's dtype (reference; and Triton above MAX_FUSED_X_PROJ_ROWS rows, where it is ``step_linear`` after the
+        x's dtype (reference; and Triton above MAX_FUSED_X_PROJ_ROWS rows, where it is a cuBLAS GEMM after the
         conv kernel) or as (P, batch, E) float32 partial sums over P channel blocks (the fused Triton kernel),
         which ``ssm_step`` adds; ``x_dbl.sum(0)`` gives the product.
     Raises:
@@ -173,36 +167,8 @@ def conv_x_proj_step(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor
 
             return conv_x_proj_step_triton(x, conv_state, weight, bias, x_proj_weight)
         x_conv = causal_conv1d_update(x, conv_state, weight, bias, "silu", backend="triton")
-        return x_conv, step_linear(x_conv, x_proj_weight, backend="triton")
+        return x_conv, F.linear(x_conv, x_proj_weight)
     return conv_x_proj_step_ref(x, conv_state, weight, bias, x_proj_weight)
-
-
-def step_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, backend: str = "auto") -> Tensor:
-    """A Linear of a decoding step: x @ weight.T + bias.
-
-    Args:
-        x: (batch, K) (unit stride along K; else copied).  weight: (N, K).  bias: (N,) or None.
-        backend: "auto" | "triton" | "reference".
-    Returns:
-        (batch, N) in x's dtype, accumulated in fp32. On the GPU (Triton backend), bf16/fp16 x and weight,
-        STEP_LINEAR_ROWS[0] <= batch <= STEP_LINEAR_ROWS[1], it is one split-K Triton kernel (``mamba_step_triton.step_linear_triton``:
-        the weight streamed by about one program per SM; bench/notes_generate.md design 8); otherwise, or with
-        the environment variable MAMBASEQ_STEP_LINEAR=cublas, ``F.linear``.
-    Raises:
-        ValueError: on mismatched shapes.
-    """
-    check(isinstance(x, Tensor) and x.dim() == 2, f"x must be (batch, K); got {shape_of(x)}")
-    check(isinstance(weight, Tensor) and weight.dim() == 2 and weight.shape[1] == x.shape[1],
-          f"weight must be (N, K={x.shape[1]}); got {shape_of(weight)}")
-    check(bias is None or tuple(bias.shape) == (weight.shape[0],), f"bias must be ({weight.shape[0]},); got {shape_of(bias)}")
-    lo, hi = STEP_LINEAR_ROWS
-    if (lo <= x.shape[0] <= hi and x.dtype in (torch.bfloat16, torch.float16) and weight.dtype == x.dtype
-            and os.environ.get("MAMBASEQ_STEP_LINEAR", "triton") != "cublas"
-            and resolve_backend("step_linear", backend, x) == "triton"):
-        from .mamba_step_triton import step_linear_triton
-
-        return step_linear_triton(x, weight, bias)
-    return F.linear(x, weight, bias)
 
 
 def add_rms_norm_linear_ref(x: Tensor, residual: Tensor | None, norm_weight: Tensor, eps: float | None,
@@ -241,4 +207,4 @@ def add_rms_norm_linear(x: Tensor, residual: Tensor | None, norm_weight: Tensor,
         return add_rms_norm_linear_triton(x, residual, norm_weight, torch.finfo(x.dtype).eps if eps is None else eps,
                                           weight, bias)
     normed, res = add_rms_norm(x, residual, norm_weight, eps, backend=backend)
-    return step_linear(normed, weight, bias, backend=backend), res
+    return F.linear(normed, weight, bias), res

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mambaseq.kernels import (causal_conv1d, conv_x_proj_step, mamba_inner, resolve_backend, selective_scan,
-                              ssm_step, step_linear)
+                              ssm_step)
 
 
 def check_ssm_state_dtype(ssm_state_dtype, complex_ssm: bool) -> torch.dtype:
@@ -240,4 +240,4 @@ class Mamba(nn.Module):
         # dt_proj, softplus, the state update, D skip and SiLU(z) gate: one fused op (one kernel on the GPU)
         y = ssm_step(cache.ssm_state, x, x_dbl, z, self.dt_proj.weight, self.dt_proj.bias, self.A_log,
                      self.D, self.A_imag if self.complex else None, backend=self.backend)
-        return step_linear(y, self.out_proj.weight, self.out_proj.bias, backend=self.backend)
+        return self.out_proj(y)
