@@ -186,6 +186,7 @@ class MambaConfig(MambaBlockConfig):
     wide_kmer_size: int = 0  # k > 0: classifier adds a linear head on the window's k-mer profile (Wide & Deep)
     wide_standardize: str = "batch"  # the wide head's profile standardisation: "batch" statistics | "fit" (fixed,
     #                                  from a sample of training windows before training, as a StandardScaler)
+    wide_lr_scale: float = 1.0  # the wide head's learning rate = train.lr x this (its AdamW parameter group)
     bidirectional: bool = False  # BiMamba mixers (Caduceus): not causal
     rc_equivariant: bool = False  # RC parameter sharing (Caduceus-PS): both strands, shared weights
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, saved with the checkpoint
@@ -213,6 +214,9 @@ class MambaConfig(MambaBlockConfig):
             raise ValueError(f"MambaConfig.wide_kmer_size must be an int in 0..8 (0: off), got {self.wide_kmer_size!r}")
         if self.wide_standardize not in ("batch", "fit"):
             raise ValueError(f"MambaConfig.wide_standardize must be 'batch' or 'fit', got {self.wide_standardize!r}")
+        if (isinstance(self.wide_lr_scale, bool) or not isinstance(self.wide_lr_scale, (int, float))
+                or not 0 < self.wide_lr_scale < float("inf")):
+            raise ValueError(f"MambaConfig.wide_lr_scale must be a positive number, got {self.wide_lr_scale!r}")
         if self.wide_kmer_size and self.rc_equivariant:
             raise ValueError("MambaConfig.wide_kmer_size > 0 is not reverse-complement invariant; use 0 with "
                              "rc_equivariant=True")

@@ -40,6 +40,37 @@ def test_param_groups_no_weight_decay():
     assert n_listed == len({id(p) for p in lm.parameters()})  # tied embedding listed once
 
 
+def test_wide_head_trains_at_its_lr_scale():
+    """model.wide_lr_scale puts the wide head's linear map in AdamW groups of its own at lr x scale; the
+    schedule multiplies every group's lr alike; scale 1 keeps the usual two groups."""
+    from mambaseq.model import MambaForSequenceClassification
+    from mambaseq.training.optim import build_optimizer, build_scheduler
+
+    def clf(scale):
+        return MambaForSequenceClassification(MambaConfig.from_name("debug", vocab_size=8, num_labels=3,
+                                                                    wide_kmer_size=2, wide_lr_scale=scale))
+
+    assert len(param_groups(clf(1.0), 0.1, 1e-3)) == 2
+    m = clf(25.0)
+    opt = build_optimizer(m, 2e-3, 0.1)
+    wide = {id(p) for p in m.wide.linear.parameters()}
+    by_lr = {}
+    for g in opt.param_groups:
+        ids = {id(p) for p in g["params"]}
+        assert not ids or ids <= wide or not ids & wide  # a group is all wide head or none of it
+        by_lr.setdefault(g["lr"], set()).update(ids)
+    assert by_lr[2e-3 * 25.0] == wide and sum(map(len, by_lr.values())) == len({id(p) for p in m.parameters()})
+    sched = build_scheduler(opt, 10, 100, 0.1)
+    opt.step()
+    sched.step()
+    lrs = sorted({g["lr"] for g in opt.param_groups})
+    assert lrs == pytest.approx([2e-3 * 0.2, 2e-3 * 25.0 * 0.2])  # step 1 of a 10-step warmup
+    with pytest.raises(ValueError, match="wide_lr_scale"):
+        clf(0.0)
+    with pytest.raises(ValueError, match="base lr"):
+        param_groups(m, 0.1)
+
+
 @pytest.mark.parametrize("step,expected", [(0, 0.1), (9, 1.0), (10, 1.0), (55, 0.55), (100, 0.1), (150, 0.1)],
                          ids=["warm0", "warm-end", "peak", "mid", "end", "after"])
 def test_warmup_cosine(step, expected):

@@ -9,25 +9,39 @@ import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: decayed matrices, and undecayed rest.
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict]:
+    """AdamW groups: decayed matrices, and the undecayed rest; per learning-rate scale.
 
     No decay on parameters flagged ``_no_weight_decay`` (the SSM's A, D and dt bias), on biases and on
-    norm weights (every parameter with fewer than 2 dims). Tied parameters are listed once.
+    norm weights (every parameter with fewer than 2 dims). Parameters flagged ``_lr_scale = s`` (e.g. the wide
+    head, ``model.KmerProfileHead``) form groups of their own with ``lr = lr * s`` (given ``lr``); without
+    such flags there are exactly the two groups. Tied parameters are listed once.
     """
-    decay, no_decay, seen = [], [], set()
+    groups: dict[tuple[bool, float], list] = {(True, 1.0): [], (False, 1.0): []}
+    seen: set[int] = set()
     for _, p in model.named_parameters():
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
-        (no_decay if getattr(p, "_no_weight_decay", False) or p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = not (getattr(p, "_no_weight_decay", False) or p.ndim < 2)
+        groups.setdefault((decay, float(getattr(p, "_lr_scale", 1.0))), []).append(p)
+    out = []
+    for (decay, scale), params in groups.items():
+        if scale != 1.0 and not params:
+            continue
+        g = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+        if scale != 1.0:
+            if lr is None:
+                raise ValueError("param_groups: parameters with an _lr_scale need the base lr")
+            g["lr"] = lr * scale
+        out.append(g)
+    return out
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
                     betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8) -> torch.optim.AdamW:
     """AdamW over ``param_groups`` (fused on CUDA when every parameter is on a CUDA device)."""
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, lr)
     on_cuda = all(p.is_cuda for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=on_cuda or None)
 
