@@ -27,8 +27,6 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None)
         groups.setdefault((decay, float(getattr(p, "_lr_scale", 1.0))), []).append(p)
     out = []
     for (decay, scale), params in groups.items():
-        if scale != 1.0 and not params:
-            continue
         g = {"params": params, "weight_decay": weight_decay if decay else 0.0}
         if scale != 1.0:
             if lr is None:
