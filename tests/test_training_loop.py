@@ -116,6 +116,21 @@ def test_resume_is_exact_after_a_crash(tmp_path):
     assert m["train/seq_len"][-1][1] == 64 and m["train/seq_len"][0][1] == 16
 
 
+def test_resume_with_other_parameter_groups_names_the_setting(tmp_path):
+    """A run resumed with model.wide_lr_scale turned on (two more AdamW groups) raises a ValueError naming the
+    checkpoint and the setting, not torch's bare group-count message."""
+    def wide(scale):
+        torch.manual_seed(0)
+        return MambaForSequenceClassification(MambaConfig.from_name(
+            "debug", vocab_size=10, num_labels=3, pooling="last", wide_kmer_size=2, wide_lr_scale=scale))
+
+    short = dataclasses.replace(CFG, max_steps=3, seq_len_warmup=False)
+    train(wide(1.0), classification_loss, batch_fn, short, tmp_path)
+    with pytest.raises(ValueError, match=r"step_00000003.*wide_lr_scale"):
+        train(wide(10.0), classification_loss, batch_fn, dataclasses.replace(short, max_steps=6), tmp_path,
+              resume=True)
+
+
 def test_resume_with_another_schedule_says_so(tmp_path, capsys):
     """Resuming with changed schedule settings (here train.max_steps and lr) prints one WARNING naming each
     change; resuming with the same settings prints none."""

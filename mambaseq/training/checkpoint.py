@@ -161,7 +161,13 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         raise CorruptFileError(f"{path / STATE_NAME}: not a trainer state (needs step, optimizer, rng)")
     weights, _, _ = fitting_weights(model, path / WEIGHTS_NAME, device=str(next(model.parameters()).device))
     if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])  # checks group sizes before it changes anything
+        try:
+            optimizer.load_state_dict(state["optimizer"])  # checks group sizes before it changes anything
+        except ValueError as e:
+            raise ValueError(f"{path / STATE_NAME}: the optimizer's parameter groups do not fit this checkpoint "
+                             f"({e}); a setting that groups parameters (model.wide_lr_scale, or the model "
+                             f"itself) differs from the run's: resume with the run's settings, or start a new "
+                             f"run in another directory") from None
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     model.load_state_dict(weights, strict=False)  # names and shapes checked by fitting_weights
