@@ -79,7 +79,7 @@ def main() -> None:
                        "l2_prefetch_programs": pf or 0, "tok_s": b * n / t,
                        "agree_with_first": float((new == ref).float().mean())}
                 rows.append(row)
-                print(row, flush=True)
+                print(f"batch {b}, {state} state, L2 prefetch {pf or 'off'}: {row['tok_s']:,.0f} tok/s", flush=True)
     finally:
         model.__dict__.pop("_generation_graphs", None)
         for k, v in saved.items():
@@ -96,7 +96,8 @@ def main() -> None:
               f"{r['tok_s']:,.0f} | {r['agree_with_first']:.2f} |")
     out = Path(a.out or ROOT / "bench" / "results" / f"sweep_decode_{dev}{'_quick' if a.quick else ''}_"
                                                       f"{time.strftime('%Y%m%d-%H%M%S')}.json")
-    write_json({"device": dev, "torch": torch.__version__, "sizes": sz, "rows": rows}, out)
+    write_json({"device": dev, "torch": torch.__version__, "rows": rows,
+                "sizes": {"lm": sz["lm"], "prompt": sz["prompt"], "new": sz["new"], "batches": a.batches}}, out)
     print(f"wrote {out}")
 
 

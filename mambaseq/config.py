@@ -216,7 +216,7 @@ class MambaConfig(MambaBlockConfig):
             raise ValueError(f"MambaConfig.wide_standardize must be 'batch' or 'fit', got {self.wide_standardize!r}")
         if (isinstance(self.wide_lr_scale, bool) or not isinstance(self.wide_lr_scale, (int, float))
                 or not 0 < self.wide_lr_scale < float("inf")):
-            raise ValueError(f"MambaConfig.wide_lr_scale must be a positive number, got {self.wide_lr_scale!r}")
+            raise ValueError(f"MambaConfig.wide_lr_scale must be a positive finite number, got {self.wide_lr_scale!r}")
         if self.wide_kmer_size and self.rc_equivariant:
             raise ValueError("MambaConfig.wide_kmer_size > 0 is not reverse-complement invariant; use 0 with "
                              "rc_equivariant=True")

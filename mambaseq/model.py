@@ -113,8 +113,8 @@ class KmerProfileHead(nn.Module):
 
     ``lr_scale``: the linear map trains at ``lr_scale`` x the run's learning rate (its own AdamW group). At long
     windows the standardised profile is nearly noise-free and the optimum weights are large: one pass of 150
-    steps x 8 windows of 2^16 bases takes this head alone to test 0.753 at lr 2e-3 and 0.911 at 2e-2, while at
-    1,024 bases (512 windows a step) it stays at 0.29 (bench/apes_wide_head.py; docs/apes.md)."""
+    steps x 8 windows of 2^16 bases takes this head alone to test 0.780 at lr 2e-3 and 0.946 at 2e-2, while at
+    1,024 bases (512 windows a step) it stays at 0.28-0.29 (bench/apes_wide_head.py; docs/apes.md)."""
 
     def __init__(self, k: int, num_labels: int, standardize: str = "batch", lr_scale: float = 1.0) -> None:
         super().__init__()

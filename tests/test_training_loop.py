@@ -131,6 +131,26 @@ def test_resume_with_other_parameter_groups_names_the_setting(tmp_path):
               resume=True)
 
 
+def test_resume_applies_the_new_learning_rates(tmp_path):
+    """Resuming with another train.lr or model.wide_lr_scale (same parameter groups) trains at the new values:
+    the loaded optimizer/scheduler state does not bring the checkpoint run's base learning rates back."""
+    from mambaseq.training.checkpoint import STATE_NAME
+
+    def wide(scale):
+        torch.manual_seed(0)
+        return MambaForSequenceClassification(MambaConfig.from_name(
+            "debug", vocab_size=10, num_labels=3, pooling="last", wide_kmer_size=2, wide_lr_scale=scale))
+
+    short = dataclasses.replace(CFG, max_steps=3, seq_len_warmup=False, lr=5e-3)
+    train(wide(10.0), classification_loss, batch_fn, short, tmp_path)
+    train(wide(5.0), classification_loss, batch_fn, dataclasses.replace(short, max_steps=6, lr=1e-3), tmp_path,
+          resume=True)
+    state = torch.load(list_checkpoints(tmp_path)[-1] / STATE_NAME, weights_only=False)
+    base = sorted(g["initial_lr"] for g in state["optimizer"]["param_groups"])
+    assert base == pytest.approx([1e-3, 1e-3, 5e-3, 5e-3])  # two groups at lr, the wide head's two at 5 x lr
+    assert sorted(state["scheduler"]["base_lrs"]) == pytest.approx(base)
+
+
 def test_resume_with_another_schedule_says_so(tmp_path, capsys):
     """Resuming with changed schedule settings (here train.max_steps and lr) prints one WARNING naming each
     change; resuming with the same settings prints none."""

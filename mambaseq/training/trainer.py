@@ -259,8 +259,15 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
     start = 0
     ckpt = resumable_checkpoint(run_dir) if resume else None  # all damaged: an error, nothing deleted
     if ckpt is not None:
+        base_lrs = [g["initial_lr"] for g in opt.param_groups]  # this run's lr x each group's scale
         state = load_checkpoint(ckpt, model, opt, sched)
         start = int(state["step"])
+        # the loaded optimizer and scheduler carry the checkpoint run's base learning rates: the schedule is this
+        # run's (train.lr, model.wide_lr_scale, warmup, max_steps), recomputed at the resumed step
+        sched.base_lrs = base_lrs
+        for g, lr0, lam in zip(opt.param_groups, base_lrs, sched.lr_lambdas):
+            g["initial_lr"] = lr0
+            g["lr"] = lr0 * lam(sched.last_epoch)
         if is_main:
             print(f"resumed from {ckpt} at step {start}")
             differs = model_changes(ckpt, _unwrap(model))
