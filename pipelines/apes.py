@@ -230,7 +230,8 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
           f"{seq_len:,}-base windows, {tcfg.max_steps} steps x {tcfg.batch_size} -> {out}")
     res = train_loop(model, classification_loss, batch_fn, tcfg, out, eval_fn=eval_fn, resume=resume,
                      extra_state={"labels": store.label_names, "store": str(store.path), "seq_len": seq_len})
-    write_json({**res.summary(), "device": str(device), **res.metrics}, out / "train_summary.json")
+    if res.steps_run or not (out / "train_summary.json").is_file():  # a finished run resumed: keep its summary
+        write_json({**res.summary(), "device": str(device), **res.metrics}, out / "train_summary.json")
     return out
 
 

@@ -157,7 +157,7 @@ def train(cfg: Config, size: str, seq_len: int, resume: bool = False, store: Tok
     res = train_loop(model, loss_fn, batch_fn, tcfg, out, eval_fn=eval_fn, resume=resume,
                      extra_state={"store": str(store.path), "seq_len": seq_len, "data": describe(store),
                                   "world_size": world})
-    if rank == 0:
+    if rank == 0 and (res.steps_run or not (out / "train_summary.json").is_file()):  # finished + resumed: kept
         write_json({**res.summary(), "world_size": world, "device": str(device), **res.metrics},
                    out / "train_summary.json")
     return out

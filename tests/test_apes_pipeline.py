@@ -52,6 +52,11 @@ def test_resume_continues_the_same_run(tmp_path):
     lines = (d / "metrics.csv").read_text().splitlines()
     assert lines[: len(first.splitlines())] == first.splitlines()  # earlier rows kept, new steps appended
     assert any(l.startswith("8,") for l in lines)
+    # resuming the finished run trains nothing and keeps its train_summary.json (was rewritten with 0 tok/s)
+    summary = json.loads((d / "train_summary.json").read_text())
+    assert summary["step"] == 8 and summary["tokens_per_s"] > 0
+    apes.train(cfg_more, resume=True)
+    assert json.loads((d / "train_summary.json").read_text()) == summary
 
 
 def test_cli_and_config_overrides(tmp_path, capsys):

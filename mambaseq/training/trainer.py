@@ -180,6 +180,7 @@ class TrainResult:
     wall_s: float = 0.0
     stopped_early: bool = False   # before max_steps: max_time_s, or the end of this call (steps_per_call)
     max_steps: int = 0            # the whole run's step budget (``step < max_steps``: resume to continue)
+    steps_run: int = 0            # steps trained by this call (0: a resumed run that had already finished)
 
     def summary(self) -> dict[str, Any]:
         """How the run went, for a run's train_summary.json (without the metrics)."""
@@ -375,6 +376,7 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, cfg: TrainConfig
                   f"--resume)", flush=True)
     result.wall_s = time.perf_counter() - t0
     result.tokens_per_s = total_tokens / max(result.wall_s, 1e-9)
+    result.steps_run = done - start
     if device.type == "cuda":
         result.peak_memory_gib = torch.cuda.max_memory_allocated(device) / 2**30
     result.peak_rss_gib = peak_rss_gib()
