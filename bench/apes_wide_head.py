@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import pipelines.apes as apes  # noqa: E402
 from mambaseq import runs  # noqa: E402
-from mambaseq.data import RandomWindows, TiledWindows, rc_augment, reverse_complement  # noqa: E402
+from mambaseq.data import RandomWindows, TiledWindows, reverse_complement  # noqa: E402
 from mambaseq.fileio import write_json  # noqa: E402
 from mambaseq.model import KmerProfileHead  # noqa: E402
 from mambaseq.training.optim import build_optimizer, build_scheduler  # noqa: E402
@@ -46,12 +46,11 @@ def one_length(overrides: list[str], L: int, scales: list[float], k: int) -> lis
     tcfg = runs.train_config(cfg, L)
     schedule = tcfg.seq_schedule()
     policy = apes.n_policy(cfg)
-    base = RandomWindows(store, splits["train"], L, seed=seed, balance_labels=True, **policy)
-    by_len = {L: base}
+    batch_fn = apes.train_batches(cfg, store, splits, L)  # the run's batches
     fit = RandomWindows(store, splits["train"], L, seed=seed + 2, balance_labels=True, **policy)
     test = TiledWindows(store, splits["test"], L, max_per_label=int(cfg["eval"]["test_windows_per_class"]),
                         seed=seed, **policy)
-    n_labels, rc = len(store.label_names), bool(cfg["data"]["rc_augment"])
+    n_labels = len(store.label_names)
     both = bool(cfg["eval"].get("rc_average", False))
     fit_ids = fit.batch(0, int(cfg["data"].get("wide_fit_windows", 512)))[0]
     rows = []
@@ -63,13 +62,8 @@ def one_length(overrides: list[str], L: int, scales: list[float], k: int) -> lis
         opt = build_optimizer(head, tcfg.lr, tcfg.weight_decay, tcfg.betas)
         sched = build_scheduler(opt, tcfg.warmup_steps, tcfg.max_steps, tcfg.min_lr_ratio)
         losses = []
-        for step in range(tcfg.max_steps):  # the run's batch_fn (pipelines/apes.py train)
-            length, bs = schedule.at(step)
-            if length not in by_len:
-                by_len[length] = base.with_length(length)
-            x, y = by_len[length].batch(step, bs)
-            if rc:
-                x = rc_augment(x, 0.5, torch.Generator().manual_seed(seed * 1_000_003 + step))
+        for step in range(tcfg.max_steps):
+            x, y = batch_fn(step, *schedule.at(step))
             loss = torch.nn.functional.cross_entropy(head(x), y)
             opt.zero_grad()
             loss.backward()

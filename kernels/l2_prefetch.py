@@ -12,8 +12,9 @@ CUDA graph runs beside layer i and the main branch then reads from L2.
 A prefetch changes no value (it is a cache hint), so there is no oracle: the GPU tests check that decoding
 with it gives bit-identical logits to decoding without it. ``l2_prefetch_enabled`` says when it is used:
 ``MAMBASEQ_L2_PREFETCH=1`` on a CUDA device of compute capability >= 9.0 with Triton. It is OFF by default:
-its first form (one program per layer) halved decoding speed on an H100, and the present form (the requests
-spread over ``PROGRAMS`` programs) has not been timed yet (bench/notes_generate.md, design 6).
+on an H100 its first form (one program per layer) halved decoding speed, and the present form (the requests
+spread over ``PROGRAMS`` programs) is slower too: 66,190 against 86,738 tok/s at batch 64 (bench/notes_generate.md,
+designs 6 and 7).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def l2_prefetch_supported(device: torch.device) -> bool:
 
 def l2_prefetch_enabled(device: torch.device) -> bool:
     """True where ``l2_prefetch_supported`` and the environment variable ``MAMBASEQ_L2_PREFETCH`` is ``1``
-    (off by default until it is measured to pay; ``bench/bench_generate.py`` times decoding with and without)."""
+    (off by default: measured slower; ``bench/bench_generate.py`` times decoding with and without)."""
     return os.environ.get("MAMBASEQ_L2_PREFETCH", "0") == "1" and l2_prefetch_supported(device)
 
 

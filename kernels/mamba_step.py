@@ -32,6 +32,8 @@ from .causal_conv1d import causal_conv1d_update, causal_conv1d_update_ref, check
 from .selective_state_update import selective_state_update_ref
 
 MAX_FUSED_NORM_ROWS = 4  # add_rms_norm_linear: one Triton kernel up to this batch (rows live in registers)
+HALF_STATE_DTYPES = (torch.bfloat16, torch.float16)  # a real SSM's state may be kept in these (fp32 math)
+REAL_STATE_DTYPES = (torch.float32, *HALF_STATE_DTYPES)  # the decoding step's real state dtypes (complex: complex64)
 MAX_FUSED_X_PROJ_ROWS = 15  # conv_x_proj_step fuses x_proj up to this batch; above, x_proj is a cuBLAS GEMM
 # (H200, bench/tune_step.py: at b 16 fused 8.7 us vs 8.9 unfused, at b 64 13.5 vs 13.9 at the best blocks, and the
 # partial sums slow ssm_step down; at b 1 5.7 vs 7.6)
@@ -54,7 +56,7 @@ def ssm_step_ref(state: Tensor, x: Tensor, x_dbl: Tensor, z: Tensor | None, dt_w
     else:
         B, C = bc.split(N, dim=-1)
         A = -torch.exp(A_log.to(ft))
-    if state.dtype in (torch.bfloat16, torch.float16):  # a half-precision state: fp32 math, rounded when stored
+    if state.dtype in HALF_STATE_DTYPES:  # a half-precision state: fp32 math, rounded when stored
         h = state.float()
         out = selective_state_update_ref(h, x, dt, A, B, C, D.to(ft), z, dt_bias.to(ft), True)
         state.copy_(h)
@@ -83,7 +85,7 @@ def ssm_step(state: Tensor, x: Tensor, x_dbl: Tensor, z: Tensor | None, dt_weigh
     check(isinstance(state, Tensor) and state.dim() == 3, f"state must be (batch, dim, N); got {shape_of(state)}")
     b, d, N = state.shape
     cplx = A_imag is not None
-    check(state.dtype in ((torch.complex64,) if cplx else (torch.float32, torch.bfloat16, torch.float16)),
+    check(state.dtype in ((torch.complex64,) if cplx else REAL_STATE_DTYPES),
           f"state must be {'complex64' if cplx else 'float32, bfloat16 or float16'}; got {state.dtype}")
     R = dt_weight.shape[1] if dt_weight.dim() == 2 else -1
     check(tuple(dt_weight.shape) == (d, R), f"dt_weight must be (dim={d}, R); got {shape_of(dt_weight)}")

@@ -190,13 +190,11 @@ def _baselines(cfg: Config, store: TokenStore, splits: dict[str, list[Interval]]
 
 
 # --- steps -----------------------------------------------------------------------------------------
-def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: TokenStore | None = None) -> Path:
-    """Train a classifier on the train split; validate on val windows. Returns the run directory."""
-    store = store or prepare(cfg)
-    seq_len = seq_len or seq_lens(cfg)[0]
-    splits = load_splits(cfg, store)
-    seed, n_labels = int(cfg["seed"]), len(store.label_names)
-    tcfg = runs.train_config(cfg, seq_len)
+def train_batches(cfg: Config, store: TokenStore, splits: dict[str, list[Interval]], seq_len: int):
+    """The training run's ``batch_fn(step, length, batch_size) -> (ids, labels)``: random windows of the train
+    split (seeded, balanced labels, N policy) at any length of the sequence-length warmup, strands flipped
+    when ``data.rc_augment``; a pure function of its arguments (exact resume)."""
+    seed = int(cfg["seed"])
     base = RandomWindows(store, splits["train"], seq_len, seed=seed, balance_labels=True, **n_policy(cfg))
     by_len: dict[int, RandomWindows] = {seq_len: base}
     rc = bool(cfg["data"]["rc_augment"])
@@ -209,6 +207,17 @@ def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: 
             x = rc_augment(x, 0.5, torch.Generator().manual_seed(seed * 1_000_003 + step))
         return x, y
 
+    return batch_fn
+
+
+def train(cfg: Config, seq_len: int | None = None, resume: bool = False, store: TokenStore | None = None) -> Path:
+    """Train a classifier on the train split; validate on val windows. Returns the run directory."""
+    store = store or prepare(cfg)
+    seq_len = seq_len or seq_lens(cfg)[0]
+    splits = load_splits(cfg, store)
+    seed, n_labels = int(cfg["seed"]), len(store.label_names)
+    tcfg = runs.train_config(cfg, seq_len)
+    batch_fn = train_batches(cfg, store, splits, seq_len)
     val = TiledWindows(store, splits["val"], seq_len, max_per_label=int(cfg["eval"]["val_windows_per_class"]),
                        seed=seed, **n_policy(cfg))
     device = resolve_device(tcfg.device)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from mambaseq.kernels import (causal_conv1d, conv_x_proj_step, mamba_inner, resolve_backend, selective_scan,
                               ssm_step)
+from mambaseq.kernels.mamba_step import HALF_STATE_DTYPES, REAL_STATE_DTYPES
 
 
 def check_ssm_state_dtype(ssm_state_dtype, complex_ssm: bool) -> torch.dtype:
@@ -23,7 +24,7 @@ def check_ssm_state_dtype(ssm_state_dtype, complex_ssm: bool) -> torch.dtype:
     ValueError naming the argument for a dtype the decoding kernels do not keep a state in."""
     if ssm_state_dtype is None:
         return torch.complex64 if complex_ssm else torch.float32
-    allowed = (torch.complex64,) if complex_ssm else (torch.float32, torch.bfloat16, torch.float16)
+    allowed = (torch.complex64,) if complex_ssm else REAL_STATE_DTYPES
     if ssm_state_dtype not in allowed:
         hint = " (a torch.dtype, not a string)" if isinstance(ssm_state_dtype, str) else ""
         raise ValueError(f"ssm_state_dtype must be None or one of {', '.join(map(str, allowed))} for a "
@@ -46,7 +47,7 @@ class MambaCache:
 
 def _fp32_state(state: Tensor) -> Tensor:
     """A bf16/fp16 cached state as fp32 for the scan (which carries its state in fp32); others as they are."""
-    return state.float() if state.dtype in (torch.bfloat16, torch.float16) else state
+    return state.float() if state.dtype in HALF_STATE_DTYPES else state
 
 
 class Mamba(nn.Module):
